@@ -1,0 +1,327 @@
+"""Stage 3, **extract**: photos → FaceMesh landmarks in pixel units, cached.
+
+- Photos are decoded straight from their ZIP (or folder), EXIF orientation is
+  applied, and large JPEGs are decoded at reduced size with Pillow's draft mode.
+- One FaceMesh (478 points, ``refine_landmarks=True``) per process, reused for
+  every photo that process sees; any ``concurrent.futures.Executor`` can run the
+  work (a process pool on all cores by default, or a Dask client's executor).
+- Landmarks are stored in **pixel units of the full-size upright photo**
+  (x·W, y·H, z·W), never MediaPipe's width/height-normalised coordinates, which
+  would distort the same face differently at 4:3, 16:9 or 1:1.
+- Results are cached per container (ZIP or folder) and settings, keyed by each
+  member's content (ZIP CRC and size, or file size and mtime), written every few
+  photos: a second run does no work and an interrupted run resumes.
+- Every photo without landmarks keeps a ``status`` and a ``reason``; one bad
+  member never stops a run.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import uuid
+import zipfile
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .paths import cache_dir
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines drown the progress bar
+
+N_LANDMARKS = 478
+NOSE_TIP = 1
+STATUSES = ("ok", "no_face", "multiple_faces", "unreadable", "not_image", "skipped")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What changes the landmarks; every field is part of the cache key.
+
+    ``draft_long_side``: JPEGs are decoded by Pillow's draft mode at the coarsest
+    of 1/2, 1/4, 1/8 scale whose long side stays at least this many pixels (FaceMesh
+    itself works on a 192-px face crop, so this keeps faces far above what it sees);
+    ``None`` decodes at full size.  ``max_faces=2`` lets a second face be noticed
+    so group photos are reported instead of labelled with a random face.
+    """
+
+    draft_long_side: int | None = 1024
+    min_detection_confidence: float = 0.5
+    max_faces: int = 2
+
+    def key(self) -> str:
+        import mediapipe
+
+        text = repr((sorted(asdict(self).items()), mediapipe.__version__, CACHE_VERSION))
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- decoding
+
+class PhotoError(Exception):
+    """A photo that cannot be used; ``status`` is one of :data:`STATUSES`."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def decode(data: bytes, draft_long_side: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Bytes → upright RGB array, plus the full-size upright width and height.
+
+    The array may be smaller than the full size (JPEG draft decoding); landmarks
+    found on it are mapped back to full-size pixels by :func:`to_pixels`.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise PhotoError("not_image", "not an image (Pillow cannot identify the format)") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad photo, not a crash
+        raise PhotoError("unreadable", f"cannot open image: {exc}") from None
+    try:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1)
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        if draft_long_side and img.format == "JPEG":
+            long_side = max(img.size)
+            if long_side > 2 * draft_long_side:
+                factor = draft_long_side / long_side
+                img.draft("RGB", (max(1, int(img.size[0] * factor)), max(1, int(img.size[1] * factor))))
+        img = ImageOps.exif_transpose(img)
+        rgb = np.asarray(img.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
+        raise PhotoError("unreadable", f"corrupt or truncated image: {exc}") from None
+    return np.ascontiguousarray(rgb), width, height
+
+
+def to_pixels(normalised: np.ndarray, width: int, height: int) -> np.ndarray:
+    """MediaPipe's normalised (x/W, y/H, z/W) → pixel units (x·W, y·H, z·W); (…, 478, 3) float32."""
+    scale = np.array([width, height, width], dtype=np.float32)
+    return (np.asarray(normalised, dtype=np.float32) * scale).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- FaceMesh
+
+_MESHES: dict = {}  # one FaceMesh per process and settings, built on first use
+
+
+def face_mesh(static: bool = True, max_faces: int = 2, min_detection_confidence: float = 0.5):
+    """This process's FaceMesh for these settings (built once, then reused)."""
+    key = (static, max_faces, min_detection_confidence)
+    if key not in _MESHES:
+        import mediapipe as mp
+
+        _MESHES[key] = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence, min_tracking_confidence=0.5)
+    return _MESHES[key]
+
+
+def find_faces(rgb: np.ndarray, mesh) -> list[np.ndarray]:
+    """All faces FaceMesh finds in an RGB frame, each (478, 3) float32 in MediaPipe's normalised units."""
+    result = mesh.process(rgb)
+    faces = []
+    for face in result.multi_face_landmarks or []:
+        faces.append(np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32))
+    return faces
+
+
+def landmarks_from_bytes(data: bytes, settings: ExtractSettings = ExtractSettings()) -> tuple[np.ndarray, int, int]:
+    """One photo's bytes → ((478, 3) float32 pixel-unit landmarks, width, height); raises :class:`PhotoError`."""
+    rgb, width, height = decode(data, settings.draft_long_side)
+    mesh = face_mesh(True, settings.max_faces, settings.min_detection_confidence)
+    faces = find_faces(rgb, mesh)
+    if not faces:
+        raise PhotoError("no_face", "no face found")
+    if len(faces) > 1:
+        raise PhotoError("multiple_faces", f"{len(faces)} faces found; the label cannot say which one it means")
+    return to_pixels(faces[0], width, height), width, height
+
+
+def _extract_chunk(container: str, members: list[str], settings: ExtractSettings) -> list[tuple]:
+    """Worker task: (member, status, reason, landmarks or None, width, height) per member.
+
+    Runs in any process; opens the container itself so only names cross the wire.
+    """
+    out = []
+    archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
+    try:
+        for member in members:
+            try:
+                data = archive.read(member) if archive else (Path(container) / member).read_bytes()
+                lm, w, h = landmarks_from_bytes(data, settings)
+                out.append((member, "ok", "", lm, w, h))
+            except PhotoError as err:
+                out.append((member, err.status, err.reason, None, 0, 0))
+            except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
+                out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0))
+    finally:
+        if archive:
+            archive.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- cache
+
+def _content_keys(rows: pd.DataFrame) -> list[str]:
+    if "crc" in rows and rows["crc"].notna().all():
+        return [f"{m}|{int(c)}|{int(b)}" for m, c, b in zip(rows["member"], rows["crc"], rows["bytes"])]
+    mtime = rows["mtime_ns"] if "mtime_ns" in rows else pd.Series(0, index=rows.index)
+    return [f"{m}|{int(b)}|{int(t)}" for m, b, t in zip(rows["member"], rows["bytes"], mtime)]
+
+
+def _cache_folder(container: str, settings: ExtractSettings, root: Path) -> Path:
+    name = Path(container).name
+    slug = re.sub(r"[^\w.-]+", "_", name)[:60]
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return root / "landmarks" / f"{slug}-{digest}-{settings.key()}"
+
+
+def _load_cache(folder: Path) -> dict[str, tuple]:
+    entries: dict[str, tuple] = {}
+    for part in sorted(folder.glob("part-*.npz")):
+        try:
+            with np.load(part, allow_pickle=False) as z:
+                for i, key in enumerate(z["keys"]):
+                    entries[str(key)] = (str(z["status"][i]), str(z["reason"][i]), z["landmarks"][i],
+                                         int(z["width"][i]), int(z["height"][i]))
+        except Exception:  # noqa: BLE001 - a part cut off by a crash is redone, not trusted
+            part.unlink(missing_ok=True)
+    return entries
+
+
+def _save_part(folder: Path, keys: list[str], results: list[tuple]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lms = np.full((len(results), N_LANDMARKS, 3), np.nan, dtype=np.float32)
+    for i, r in enumerate(results):
+        if r[3] is not None:
+            lms[i] = r[3]
+    tmp = folder / f".tmp-{uuid.uuid4().hex}.npz"
+    np.savez(tmp, keys=np.array(keys), status=np.array([r[1] for r in results]),
+             reason=np.array([r[2] for r in results]), landmarks=lms,
+             width=np.array([r[4] for r in results], dtype=np.int32),
+             height=np.array([r[5] for r in results], dtype=np.int32))
+    os.replace(tmp, folder / f"part-{uuid.uuid4().hex}.npz")  # atomic: a part is whole or absent
+
+
+def _consolidate(folder: Path) -> None:
+    parts = sorted(folder.glob("part-*.npz"))
+    if len(parts) < 2:
+        return
+    entries = _load_cache(folder)
+    keys = list(entries)
+    _save_part(folder, keys, [(k, *entries[k]) for k in keys])
+    for p in parts:
+        p.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), *,
+            workers: int | None = None, executor: Executor | None = None, chunk_size: int = 16,
+            cache: Path | str | None = None, progress: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
+    """Landmarks for every row of an index.
+
+    Returns ``(table, landmarks)``: ``table`` is the index (same row order) with
+    ``status``, ``reason``, ``width`` and ``height`` added; ``landmarks`` is
+    ``(N, 478, 3) float32`` in pixel units of the upright full-size photo, NaN
+    where ``status != "ok"``.  Rows the index already marks with a ``problem`` are
+    ``skipped`` with that reason.
+
+    ``workers`` defaults to every core; ``executor`` (any
+    ``concurrent.futures.Executor``, e.g. ``dask.distributed.Client(...).get_executor()``)
+    overrides it.  Workers open the ZIPs themselves, so they must see the same paths.
+    """
+    from tqdm.auto import tqdm
+
+    table = index.reset_index(drop=True).copy()
+    n = len(table)
+    landmarks = np.full((n, N_LANDMARKS, 3), np.nan, dtype=np.float32)
+    status = np.array(["skipped"] * n, dtype=object)
+    reason = table["problem"].fillna("").astype(str).to_numpy(dtype=object) if "problem" in table \
+        else np.array([""] * n, dtype=object)
+    width = np.zeros(n, dtype=np.int32)
+    height = np.zeros(n, dtype=np.int32)
+    usable = table["problem"].isna().to_numpy() if "problem" in table else np.ones(n, bool)
+    root = Path(cache) if cache else cache_dir()
+
+    missing = sorted({c for c in table.loc[usable, "container"]} - {c for c in table["container"] if Path(c).exists()})
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} does not exist; was the data moved? Re-run the index on its new location")
+
+    todo: list[tuple[str, list[str], list[str], list[int]]] = []  # container, members, keys, rows
+    folders: dict[str, Path] = {}
+    for container, group in table[usable].groupby("container", sort=True):
+        folder = _cache_folder(container, settings, root)
+        folders[container] = folder
+        cached = _load_cache(folder)
+        keys = _content_keys(group)
+        pending = []
+        for row, member, key in zip(group.index, group["member"], keys):
+            hit = cached.get(key)
+            if hit is None:
+                pending.append((row, member, key))
+                continue
+            status[row], reason[row], landmarks[row], width[row], height[row] = hit
+        for start in range(0, len(pending), chunk_size):
+            part = pending[start:start + chunk_size]
+            todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part]))
+
+    total = sum(len(t[1]) for t in todo)
+    if total:
+        own_pool = None
+        n_workers = workers or default_workers()
+        if executor is None and n_workers > 1 and len(todo) > 1:
+            import multiprocessing
+
+            own_pool = executor = ProcessPoolExecutor(min(n_workers, len(todo)),
+                                                      mp_context=multiprocessing.get_context("spawn"))
+        bar = tqdm(total=total, unit="photo", desc="FaceMesh", disable=not progress)
+        try:
+            if executor is None:
+                results = ((t, _extract_chunk(t[0], t[1], settings)) for t in todo)
+            else:
+                futures: dict[Future, tuple] = {executor.submit(_extract_chunk, t[0], t[1], settings): t
+                                                for t in todo}
+                results = ((futures[f], f.result()) for f in as_completed(futures))
+            for (container, _members, keys, rows), out in results:
+                _save_part(folders[container], keys, out)
+                for row, (_m, st, why, lm, w, h) in zip(rows, out):
+                    status[row], reason[row], width[row], height[row] = st, why, w, h
+                    if lm is not None:
+                        landmarks[row] = lm
+                bar.update(len(rows))
+        except BaseException:
+            if executor is not None:
+                for f in list(locals().get("futures", {})):
+                    f.cancel()
+            raise
+        finally:
+            bar.close()
+            if own_pool is not None:
+                own_pool.shutdown(wait=True, cancel_futures=True)
+        for folder in folders.values():
+            _consolidate(folder)
+
+    table["status"] = status
+    table["reason"] = reason
+    table["width"] = width
+    table["height"] = height
+    return table, landmarks
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """The photos that gave no landmarks, with their reason (what a user reads after a run)."""
+    cols = [c for c in ("split", "container", "name", "status", "reason") if c in table]
+    return table.loc[table["status"] != "ok", cols]

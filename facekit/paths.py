@@ -1,0 +1,50 @@
+"""Every path the kit uses, resolved in one place from the package location.
+
+Environment variables override the defaults, so notebooks, tests, the CLI and
+cluster workers agree on where things are whatever their working directory:
+
+- ``FACEKIT_DATA``         the AI Hub root (holds ``Training/`` and ``Validation/``);
+                           unset means "use the built-in demo data".
+- ``FACEKIT_CACHE``        landmark cache (default ``<project>/data/cache``).
+- ``FACEKIT_SHARED_DATA``  the real test datasets (default ``<project>/../shared/datasets``).
+- ``FACEKIT_SMOKE``        ``1`` makes notebooks run a tiny version of the same code path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+
+
+def _env_path(name: str, default: Path | None) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser().resolve() if value else default
+
+
+def data_root() -> Path | None:
+    """The user's AI Hub root from ``FACEKIT_DATA``, or ``None`` for the demo data."""
+    return _env_path("FACEKIT_DATA", None)
+
+
+def cache_dir() -> Path:
+    return _env_path("FACEKIT_CACHE", PROJECT_ROOT / "data" / "cache")
+
+
+def shared_datasets() -> Path:
+    return _env_path("FACEKIT_SHARED_DATA", (PROJECT_ROOT.parent / "shared" / "datasets").resolve())
+
+
+def weights_dir() -> Path:
+    return _env_path("FACEKIT_WEIGHTS", PROJECT_ROOT / "weights")
+
+
+def reports_dir() -> Path:
+    return _env_path("FACEKIT_REPORTS", PROJECT_ROOT / "reports")
+
+
+def smoke() -> bool:
+    """True when ``FACEKIT_SMOKE`` asks notebooks for a quick run of the same code path."""
+    return os.environ.get("FACEKIT_SMOKE", "").strip().lower() in {"1", "true", "yes", "on"}
