@@ -256,6 +256,16 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
     usable = table["problem"].isna().to_numpy() if "problem" in table else np.ones(n, bool)
     root = Path(cache) if cache else cache_dir()
 
+    if "source" in table:  # synthetic rows are generated, not photographed
+        from . import synthetic
+
+        syn = usable & (table["source"] == synthetic.SOURCE).to_numpy()
+        if syn.any():
+            rows = np.flatnonzero(syn)
+            landmarks[rows], width[rows], height[rows] = synthetic.render(table.iloc[rows])
+            status[rows], reason[rows] = "ok", ""
+            usable = usable & ~syn
+
     missing = sorted({c for c in table.loc[usable, "container"]} - {c for c in table["container"] if Path(c).exists()})
     if missing:
         raise FileNotFoundError(f"{missing[0]} does not exist; was the data moved? Re-run the index on its new location")

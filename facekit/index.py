@@ -111,7 +111,7 @@ def _split_dir(root: Path, split: str) -> Path | None:
 
 def find_zips(root: Path | str) -> pd.DataFrame:
     """The ZIPs of an AI Hub root: one row per file with split, kind (원천/라벨), emotion and part."""
-    root = Path(root)
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"AI Hub root {root} does not exist; set FACEKIT_DATA to the folder "
                                 "that holds Training/ and Validation/")

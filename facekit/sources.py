@@ -61,7 +61,7 @@ def index_folder(root: Path | str, spec: FolderSpec, source: str = "folder") -> 
     does not match, or the label is not mapped).  ``crc`` is empty and ``bytes``
     and ``mtime_ns`` key the landmark cache.
     """
-    root = Path(root)
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; check the path")
     regex = re.compile(spec.pattern)
@@ -105,15 +105,28 @@ def index_preset(name: str, root: Path | str | None = None) -> pd.DataFrame:
     return index_folder(root or shared_datasets() / name, PRESETS[name], source=name)
 
 
-def load_index(data: str | Path, pattern: str | None = None,
-               label_map: dict[str, str] | None = None) -> pd.DataFrame:
-    """One entry point: an AI Hub root, a preset folder (jaffe, ckplus), or any folder with ``pattern``.
+def load_index(data: str | Path | None = None, pattern: str | None = None,
+               label_map: dict[str, str] | None = None, **synthetic_options) -> pd.DataFrame:
+    """One entry point: an AI Hub root, a preset folder (jaffe, ckplus), any folder with
+    ``pattern``, or the synthetic demo source.
 
-    A folder whose name is a preset's (``jaffe``, ``ckplus``) uses that preset unless
-    ``pattern`` is given.  An AI Hub root is recognised by its ``Training``/``Validation``
-    folders.
+    ``data=None`` reads ``FACEKIT_DATA`` and falls back to the synthetic demo data
+    (``"demo"`` asks for it explicitly; ``synthetic_options`` go to
+    :func:`facekit.synthetic.make_index`).  A folder whose name is a preset's
+    (``jaffe``, ``ckplus``) uses that preset unless ``pattern`` is given.  An AI Hub
+    root is recognised by its ``Training``/``Validation`` folders.
     """
+    from .paths import data_root
+
+    data = data if data is not None else data_root()
+    if data is None or str(data) == "demo":
+        from .synthetic import make_index
+
+        return make_index(**synthetic_options)
     path = Path(data)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; set FACEKIT_DATA (or pass the path) to the folder "
+                                "that holds Training/ and Validation/, or leave it unset for the demo data")
     if pattern:
         return index_folder(path, FolderSpec(pattern, label_map or {}))
     if path.name.lower() in PRESETS:

@@ -1,0 +1,97 @@
+"""Command line for the long stages, with the same settings and defaults as the notebooks.
+
+    python -m facekit index   DATA [--out index.csv]
+    python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--out DIR]
+
+``DATA`` is an AI Hub root, ``jaffe``/``ckplus`` folders, any image folder with
+``--pattern``, or ``demo``; it defaults to ``FACEKIT_DATA``.  ``extract`` fills the
+landmark cache the notebooks read, so it can run unattended (and resume).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import extract as ex
+from .index import summary
+from .sample import DEFAULT_CAP, report, sample
+from .sources import load_index, parse_label_map
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", default=None,
+                   help="AI Hub root, image folder, or 'demo' (default: $FACEKIT_DATA, else demo)")
+    p.add_argument("--pattern", help="regex over paths relative to DATA with groups (?P<person>) and (?P<label>)")
+    p.add_argument("--label-map", default="", help="raw label to emotion, e.g. NE=neutral,FE=anxious")
+
+
+def _index(args) -> "pd.DataFrame":  # noqa: F821
+    return load_index(args.data, pattern=args.pattern, label_map=parse_label_map(args.label_map) or None)
+
+
+def cmd_index(args) -> int:
+    df = _index(args)
+    info = summary(df)
+    print(json.dumps(info, ensure_ascii=False, indent=1))
+    problems = df[df["problem"].notna()]
+    for row in problems.itertuples():
+        print(f"problem: {row.container} :: {row.name}: {row.problem}", file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out, index=False, encoding="utf-8-sig")
+        print(f"wrote {args.out} ({len(df)} rows)")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    df = _index(args)
+    chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
+    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None)
+    print(f"{len(chosen)} photos sampled from {df['container'].nunique()} containers "
+          f"(at most {args.per_zip} each, seed {args.seed}); landmark cache: {args.cache or ex.cache_dir()}")
+    table, landmarks = ex.extract(chosen, settings, workers=args.workers, cache=args.cache)
+    counts = table["status"].value_counts().to_dict()
+    print("status:", json.dumps(counts, ensure_ascii=False))
+    print(report(chosen, df)["by_class"].to_string())
+    for row in ex.failures(table).itertuples():
+        print(f"no landmarks: {row.container} :: {row.name}: {row.status} ({row.reason})", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "table.csv", index=False, encoding="utf-8-sig")
+        np.save(out / "landmarks.npy", landmarks)
+        print(f"wrote {out}/table.csv and {out}/landmarks.npy {landmarks.shape} (pixel units)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m facekit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("index", help="scan a dataset and print what is there")
+    _add_data_args(p)
+    p.add_argument("--out", help="write the index as CSV")
+    p.set_defaults(func=cmd_index)
+    p = sub.add_parser("extract", help="sample and extract landmarks into the cache")
+    _add_data_args(p)
+    p.add_argument("--per-zip", type=int, default=DEFAULT_CAP, help="photos per ZIP/folder at most (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--draft-long-side", type=int, default=ex.ExtractSettings().draft_long_side,
+                   help="JPEG draft decoding keeps at least this long side (0: full-size decode)")
+    p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
+    p.add_argument("--out", help="also write table.csv and landmarks.npy here")
+    p.set_defaults(func=cmd_extract)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished photos are cached; run the same command again to resume", file=sys.stderr)
+        return 130
