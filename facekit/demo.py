@@ -26,6 +26,18 @@ def portrait(size: int = 480) -> np.ndarray:
     return np.asarray(head.resize((size, size), Image.LANCZOS))
 
 
+def head_crop(rgb: np.ndarray, landmarks: np.ndarray, size: int = 480, margin: float = 1.6) -> np.ndarray:
+    """A square crop around a face (its landmark box × ``margin``), resized to ``size`` px.
+
+    Used before :func:`photo_variants` so that the variants keep the face large
+    enough for FaceMesh's short-range detector.
+    """
+    (x0, y0), (x1, y1) = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * margin
+    box = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    return np.asarray(Image.fromarray(rgb).crop(box).resize((size, size), Image.LANCZOS))
+
+
 def photo_variants(rgb: np.ndarray, background=(90, 90, 90)) -> dict[str, np.ndarray]:
     """The same photo at another size, position, aspect ratio and in-plane rotation.
 

@@ -2,9 +2,10 @@
 
 - Photos are decoded straight from their ZIP (or folder), EXIF orientation is
   applied, and large JPEGs are decoded at reduced size with Pillow's draft mode.
-- One FaceMesh (478 points, ``refine_landmarks=True``) per process, reused for
-  every photo that process sees; any ``concurrent.futures.Executor`` can run the
-  work (a process pool on all cores by default, or a Dask client's executor).
+- One FaceMesh (478 points, ``refine_landmarks=True``) per process (per thread
+  under a thread pool), reused for every photo it sees; any
+  ``concurrent.futures.Executor`` can run the work (a process pool on all
+  cores by default, or a Dask client's executor).
 - Landmarks are stored in **pixel units of the full-size upright photo**
   (x·W, y·H, z·W), never MediaPipe's width/height-normalised coordinates, which
   would distort the same face differently at 4:3, 16:9 or 1:1.
@@ -20,6 +21,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import uuid
 import zipfile
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .index import BOX_COLUMNS
 from .paths import cache_dir
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines drown the progress bar
@@ -37,7 +40,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines dro
 N_LANDMARKS = 478
 NOSE_TIP = 1
 STATUSES = ("ok", "no_face", "multiple_faces", "unreadable", "not_image", "skipped")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -109,19 +112,24 @@ def to_pixels(normalised: np.ndarray, width: int, height: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- FaceMesh
 
-_MESHES: dict = {}  # one FaceMesh per process and settings, built on first use
+# One FaceMesh per thread and settings, built on first use.  Per thread, not per
+# process: a FaceMesh graph is not thread-safe, and two threads sharing one (a
+# ThreadPoolExecutor, a threaded Dask worker) silently get each other's landmarks
+# and can leave the graph failing every later call ("Packet timestamp mismatch").
+_LOCAL = threading.local()
 
 
 def face_mesh(static: bool = True, max_faces: int = 2, min_detection_confidence: float = 0.5):
-    """This process's FaceMesh for these settings (built once, then reused)."""
+    """This thread's FaceMesh for these settings (built once, then reused)."""
+    meshes = _LOCAL.__dict__.setdefault("meshes", {})
     key = (static, max_faces, min_detection_confidence)
-    if key not in _MESHES:
+    if key not in meshes:
         import mediapipe as mp
 
-        _MESHES[key] = mp.solutions.face_mesh.FaceMesh(
+        meshes[key] = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
             min_detection_confidence=min_detection_confidence, min_tracking_confidence=0.5)
-    return _MESHES[key]
+    return meshes[key]
 
 
 def find_faces(rgb: np.ndarray, mesh) -> list[np.ndarray]:
@@ -133,30 +141,69 @@ def find_faces(rgb: np.ndarray, mesh) -> list[np.ndarray]:
     return faces
 
 
-def landmarks_from_bytes(data: bytes, settings: ExtractSettings = ExtractSettings()) -> tuple[np.ndarray, int, int]:
-    """One photo's bytes → ((478, 3) float32 pixel-unit landmarks, width, height); raises :class:`PhotoError`."""
-    rgb, width, height = decode(data, settings.draft_long_side)
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def landmarks_from_rgb(rgb: np.ndarray, settings: ExtractSettings = ExtractSettings(),
+                       size: tuple[int, int] | None = None, box=None) -> np.ndarray:
+    """One upright RGB photo (H, W, 3) uint8 → (478, 3) float32 pixel-unit landmarks; raises :class:`PhotoError`.
+
+    ``size`` is the full-size (width, height) when ``rgb`` was decoded smaller.
+    ``box`` (x0, y0, x1, y1 in full-size upright pixels), the labelled face: when
+    several faces are found, the one overlapping it most is used; without a box
+    a photo with several faces is refused, since its label cannot say which it means.
+    """
     mesh = face_mesh(True, settings.max_faces, settings.min_detection_confidence)
-    faces = find_faces(rgb, mesh)
+    faces = find_faces(np.ascontiguousarray(rgb), mesh)
+    width, height = size or (rgb.shape[1], rgb.shape[0])
     if not faces:
         raise PhotoError("no_face", "no face found")
-    if len(faces) > 1:
-        raise PhotoError("multiple_faces", f"{len(faces)} faces found; the label cannot say which one it means")
-    return to_pixels(faces[0], width, height), width, height
+    faces = [to_pixels(f, width, height) for f in faces]
+    if len(faces) == 1:
+        return faces[0]
+    if box is not None and np.all(np.isfinite(box)):
+        overlap = [_iou((*f[:, :2].min(0), *f[:, :2].max(0)), box) for f in faces]
+        best = int(np.argmax(overlap))
+        if overlap[best] >= 0.3:
+            return faces[best]
+        raise PhotoError("multiple_faces", f"{len(faces)} faces found and none matches the labelled face box")
+    raise PhotoError("multiple_faces", f"{len(faces)} faces found; the label cannot say which one it means")
 
 
-def _extract_chunk(container: str, members: list[str], settings: ExtractSettings) -> list[tuple]:
+def landmarks_from_bytes(data: bytes, settings: ExtractSettings = ExtractSettings(),
+                         box=None) -> tuple[np.ndarray, int, int]:
+    """One photo's bytes → ((478, 3) float32 pixel-unit landmarks, width, height); raises :class:`PhotoError`."""
+    rgb, width, height = decode(data, settings.draft_long_side)
+    return landmarks_from_rgb(rgb, settings, (width, height), box), width, height
+
+
+def read_bytes(container: str, member: str) -> bytes:
+    """A photo's bytes from its ZIP or folder (``container``/``member`` as in an index row)."""
+    if str(container).lower().endswith(".zip"):
+        with zipfile.ZipFile(container) as zf:
+            return zf.read(member)
+    return (Path(container) / member).read_bytes()
+
+
+def _extract_chunk(container: str, members: list[str], settings: ExtractSettings,
+                   boxes: list | None = None) -> list[tuple]:
     """Worker task: (member, status, reason, landmarks or None, width, height) per member.
 
     Runs in any process; opens the container itself so only names cross the wire.
     """
     out = []
+    boxes = boxes or [None] * len(members)
     archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
     try:
-        for member in members:
+        for member, box in zip(members, boxes):
             try:
                 data = archive.read(member) if archive else (Path(container) / member).read_bytes()
-                lm, w, h = landmarks_from_bytes(data, settings)
+                lm, w, h = landmarks_from_bytes(data, settings, box)
                 out.append((member, "ok", "", lm, w, h))
             except PhotoError as err:
                 out.append((member, err.status, err.reason, None, 0, 0))
@@ -170,11 +217,20 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
 
 # ----------------------------------------------------------------------------- cache
 
+def _boxes(rows: pd.DataFrame) -> list:
+    if not set(BOX_COLUMNS) <= set(rows.columns):
+        return [None] * len(rows)
+    values = rows[BOX_COLUMNS].to_numpy(dtype=float)
+    return [tuple(v) if np.isfinite(v).all() else None for v in values]
+
+
 def _content_keys(rows: pd.DataFrame) -> list[str]:
+    """Cache key per photo: its content (ZIP CRC and size, or file size and mtime) and labelled box."""
+    boxes = ["" if b is None else "|" + ",".join(f"{v:.0f}" for v in b) for b in _boxes(rows)]
     if "crc" in rows and rows["crc"].notna().all():
-        return [f"{m}|{int(c)}|{int(b)}" for m, c, b in zip(rows["member"], rows["crc"], rows["bytes"])]
+        return [f"{m}|{int(c)}|{int(b)}{x}" for m, c, b, x in zip(rows["member"], rows["crc"], rows["bytes"], boxes)]
     mtime = rows["mtime_ns"] if "mtime_ns" in rows else pd.Series(0, index=rows.index)
-    return [f"{m}|{int(b)}|{int(t)}" for m, b, t in zip(rows["member"], rows["bytes"], mtime)]
+    return [f"{m}|{int(b)}|{int(t)}{x}" for m, b, t, x in zip(rows["member"], rows["bytes"], mtime, boxes)]
 
 
 def _cache_folder(container: str, settings: ExtractSettings, root: Path) -> Path:
@@ -270,7 +326,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
     if missing:
         raise FileNotFoundError(f"{missing[0]} does not exist; was the data moved? Re-run the index on its new location")
 
-    todo: list[tuple[str, list[str], list[str], list[int]]] = []  # container, members, keys, rows
+    todo: list[tuple] = []  # container, members, keys, rows, boxes
     folders: dict[str, Path] = {}
     for container, group in table[usable].groupby("container", sort=True):
         folder = _cache_folder(container, settings, root)
@@ -278,15 +334,16 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         cached = _load_cache(folder)
         keys = _content_keys(group)
         pending = []
-        for row, member, key in zip(group.index, group["member"], keys):
+        for row, member, key, box in zip(group.index, group["member"], keys, _boxes(group)):
             hit = cached.get(key)
             if hit is None:
-                pending.append((row, member, key))
+                pending.append((row, member, key, box))
                 continue
             status[row], reason[row], landmarks[row], width[row], height[row] = hit
         for start in range(0, len(pending), chunk_size):
             part = pending[start:start + chunk_size]
-            todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part]))
+            todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part],
+                         [p[3] for p in part]))
 
     total = sum(len(t[1]) for t in todo)
     if total:
@@ -300,12 +357,12 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         bar = tqdm(total=total, unit="photo", desc="FaceMesh", disable=not progress)
         try:
             if executor is None:
-                results = ((t, _extract_chunk(t[0], t[1], settings)) for t in todo)
+                results = ((t, _extract_chunk(t[0], t[1], settings, t[4])) for t in todo)
             else:
-                futures: dict[Future, tuple] = {executor.submit(_extract_chunk, t[0], t[1], settings): t
+                futures: dict[Future, tuple] = {executor.submit(_extract_chunk, t[0], t[1], settings, t[4]): t
                                                 for t in todo}
                 results = ((futures[f], f.result()) for f in as_completed(futures))
-            for (container, _members, keys, rows), out in results:
+            for (container, _members, keys, rows, _boxes_), out in results:
                 _save_part(folders[container], keys, out)
                 for row, (_m, st, why, lm, w, h) in zip(rows, out):
                     status[row], reason[row], width[row], height[row] = st, why, w, h

@@ -20,6 +20,7 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .labels import ANNOTATORS, EMOTIONS
@@ -33,6 +34,8 @@ _NAME_RE = re.compile(
     r"^(?P<person>[0-9a-fA-F]{8,})_(?P<gender>남|여)_(?P<age>\d+)_(?P<emotion>" + "|".join(EMOTIONS) + r")_"
     r"(?P<background>.+)_(?P<timestamp>\d{14}-\d{3}-\d{3})\.(?P<ext>jpe?g)$", re.IGNORECASE)
 
+#: The labelled face box (median of the annotators' valid boxes, upright pixels), when there is one.
+BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 #: Columns of an index, whatever the source (AI Hub, image folder, synthetic).
 BASE_COLUMNS = ["source", "split", "container", "member", "name", "person", "emotion", "problem"]
 
@@ -102,6 +105,23 @@ def _label_records(label_zip: Path) -> dict[str, dict]:
     return out
 
 
+def _face_box(rec: dict) -> dict:
+    """The annotators' face box (median of their non-degenerate boxes, upright pixels), or nothing."""
+    boxes = []
+    for a in ANNOTATORS:
+        b = (rec.get(a) or {}).get("boxes") or {}
+        try:
+            x0, y0, x1, y1 = (float(b[k]) for k in ("minX", "minY", "maxX", "maxY"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if x1 - x0 > 1 and y1 - y0 > 1:
+            boxes.append((x0, y0, x1, y1))
+    if not boxes:
+        return {}
+    med = np.median(np.array(boxes), axis=0)
+    return dict(zip(BOX_COLUMNS, med.tolist()))
+
+
 def _split_dir(root: Path, split: str) -> Path | None:
     for child in root.iterdir() if root.is_dir() else []:
         if child.is_dir() and child.name.lower() == split.lower():
@@ -139,7 +159,9 @@ def index_aihub(root: Path | str) -> pd.DataFrame:
     ``person``, ``gender``, ``age``, ``emotion`` (the uploader's, from the name),
     ``background``, ``timestamp`` (as in the name) and ``taken_at``, ``ext``, ``annot_A/B/C`` (the annotators'
     ``faceExp`` votes), ``is_prof``, ``labelled`` (a label record was found),
-    ``crc`` and ``bytes`` (from the ZIP directory, used as the cache's content key)
+    ``box_x0/y0/x1/y1`` (the annotators' face box, used to pick the labelled face
+    when a photo shows several), ``crc`` and ``bytes`` (from the ZIP directory,
+    used as the cache's content key)
     and ``problem`` (``None``, or why the member cannot be used).
     """
     zips = find_zips(root)
@@ -168,12 +190,14 @@ def index_aihub(root: Path | str) -> pd.DataFrame:
             row["labelled"] = rec is not None
             if rec is not None:
                 row["is_prof"] = rec.get("isProf")
+                row.update(_face_box(rec))
                 for a in ANNOTATORS:
                     vote = (rec.get(a) or {}).get("faceExp")
                     row[a] = unicodedata.normalize("NFC", vote) if isinstance(vote, str) else None
             rows.append(row)
     df = pd.DataFrame(rows)
-    for col in ("person", "gender", "age", "emotion", "background", "timestamp", "ext", "is_prof", *ANNOTATORS):
+    for col in ("person", "gender", "age", "emotion", "background", "timestamp", "ext", "is_prof", *ANNOTATORS,
+                *BOX_COLUMNS):
         if col not in df.columns:
             df[col] = None
     df["age"] = df["age"].astype("Int64")
