@@ -59,9 +59,9 @@ class ExtractSettings:
     max_faces: int = 2
 
     def key(self) -> str:
-        import mediapipe
+        from importlib.metadata import version
 
-        text = repr((sorted(asdict(self).items()), mediapipe.__version__, CACHE_VERSION))
+        text = repr((sorted(asdict(self).items()), version("mediapipe"), CACHE_VERSION))
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,367 @@
+"""Stage 3, extract: decode (EXIF, draft mode), FaceMesh, pixel units, statuses, cache and resume.
+
+The face is real: scikit-image's public-domain astronaut photo (``facekit.demo.portrait()``),
+saved by the tests as JPEGs of every kind the kit must handle.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import jpeg_bytes, on_canvas, write_zip
+from PIL import Image
+
+import facekit.extract as ex
+from facekit.extract import ExtractSettings, decode, extract, failures, landmarks_from_bytes
+from facekit.index import index_aihub
+from facekit.normalize import centroid_size
+from facekit.sample import sample
+from facekit.sources import FolderSpec, index_folder, index_preset
+
+W, H = 640, 480  # the upright fixture photo: landscape, so a 90° EXIF turn swaps the stored size
+PATTERN = r"^(?P<person>[a-z]+)_(?P<label>[a-z]+)_(?P<variant>\w+)\.jpg$"
+EXPECTED = {
+    "astro_neutral_upright.jpg": "ok",
+    "astro_neutral_exif6.jpg": "ok",
+    "astro_neutral_exif8.jpg": "ok",
+    "astro_neutral_exif3.jpg": "ok",
+    "astro_neutral_truncated.jpg": "unreadable",
+    "astro_neutral_noise.jpg": "not_image",
+    "astro_neutral_blank.jpg": "no_face",
+    "astro_neutral_twofaces.jpg": "multiple_faces",
+    "README.jpg": "skipped",  # off the folder pattern: the index gives it a problem
+}
+# EXIF-rotated photos must give the upright photo's landmarks within this fraction of
+# the face's size (its centroid size, ~97 px here); measured: ≤ 1.1 % in x/y.
+EXIF_TOLERANCE = 0.03
+# Draft (reduced-size) JPEG decoding vs full-size decoding; measured: ~0.5 %.
+DRAFT_TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def upright(portrait) -> np.ndarray:
+    return on_canvas(portrait, (W, H), at=(100, 0))
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory, portrait, upright):
+    folder = tmp_path_factory.mktemp("photos")
+    good = jpeg_bytes(upright)
+    files = {
+        "astro_neutral_upright.jpg": good,
+        "astro_neutral_exif6.jpg": jpeg_bytes(upright, orientation=6),
+        "astro_neutral_exif8.jpg": jpeg_bytes(upright, orientation=8),
+        "astro_neutral_exif3.jpg": jpeg_bytes(upright, orientation=3),
+        "astro_neutral_truncated.jpg": good[: len(good) // 3],
+        "astro_neutral_noise.jpg": np.random.default_rng(0).bytes(20_000),
+        "astro_neutral_blank.jpg": jpeg_bytes(np.full((H, W, 3), 128, np.uint8)),
+        "astro_neutral_twofaces.jpg": jpeg_bytes(np.concatenate([portrait, portrait], axis=1)),
+        "README.jpg": good,
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder_index(photo_dir) -> pd.DataFrame:
+    return index_folder(photo_dir, FolderSpec(PATTERN))
+
+
+@pytest.fixture(scope="module")
+def extracted(folder_index, tmp_path_factory):
+    """One in-process run over the fixture folder: (table, landmarks, {member: row})."""
+    table, lm = extract(folder_index, workers=1, cache=tmp_path_factory.mktemp("cache"), progress=False)
+    return table, lm, {m: i for i, m in enumerate(table["member"])}
+
+
+def _counting(monkeypatch, name: str = "landmarks_from_bytes") -> list:
+    """Record every call of ``facekit.extract.<name>`` made in this process."""
+    calls: list = []
+    real = getattr(ex, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args[:2] if name == "_extract_chunk" else 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ex, name, wrapper)
+    return calls
+
+
+def _max_xy_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).max())
+
+
+# ----------------------------------------------------------------------------- statuses
+
+def test_statuses(extracted):
+    """Good photos give landmarks; each kind of bad photo gets its own status."""
+    table, _, row = extracted
+    assert {m: table.loc[row[m], "status"] for m in EXPECTED} == EXPECTED
+    assert set(table["status"]) <= set(ex.STATUSES)
+
+
+def test_every_photo_without_landmarks_says_why(extracted):
+    table, lm, row = extracted
+    bad = table["status"] != "ok"
+    assert table.loc[bad, "reason"].str.len().gt(0).all()
+    assert (table.loc[~bad, "reason"] == "").all()
+    assert np.isnan(lm[bad.to_numpy()]).all() and np.isfinite(lm[~bad.to_numpy()]).all()
+    assert (table.loc[bad, ["width", "height"]] == 0).all().all()
+    assert table.loc[row["README.jpg"], "reason"] == "path does not match the pattern"
+    assert "truncated" in table.loc[row["astro_neutral_truncated.jpg"], "reason"]
+    assert "2 faces" in table.loc[row["astro_neutral_twofaces.jpg"], "reason"]
+    assert failures(table)["name"].tolist() == table.loc[bad, "name"].tolist()
+
+
+def test_table_keeps_the_index_rows_and_order(folder_index, extracted):
+    table, lm, _ = extracted
+    assert lm.shape == (len(folder_index), 478, 3) and lm.dtype == np.float32
+    assert table["member"].tolist() == folder_index["member"].tolist()
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def test_landmarks_are_pixels_of_the_upright_photo(extracted):
+    """x in [0, W], y in [0, H] of the full-size upright photo; not MediaPipe's [0, 1] units."""
+    table, lm, _ = extracted
+    ok = (table["status"] == "ok").to_numpy()
+    assert (table.loc[ok, ["width", "height"]].to_numpy() == [W, H]).all()
+    face = lm[ok]
+    assert (face[..., 0] >= 0).all() and (face[..., 0] <= W).all()
+    assert (face[..., 1] >= 0).all() and (face[..., 1] <= H).all()
+    assert not ((face[..., :2] >= 0) & (face[..., :2] <= 1)).all()
+    assert (np.ptp(face[..., 1], axis=1) > 0.4 * H).all()  # the face fills most of the photo's height
+
+
+def test_exif_orientation_is_applied(extracted):
+    """The same photo stored rotated with EXIF Orientation 6, 8 and 3 gives the upright landmarks."""
+    table, lm, row = extracted
+    reference = lm[row["astro_neutral_upright.jpg"]]
+    size = float(centroid_size(reference))
+    for orientation in (6, 8, 3):
+        rotated = lm[row[f"astro_neutral_exif{orientation}.jpg"]]
+        assert _max_xy_distance(rotated, reference) < EXIF_TOLERANCE * size, orientation
+        assert np.abs(rotated[:, 2] - reference[:, 2]).max() < 2 * EXIF_TOLERANCE * size, orientation
+
+
+def test_landmarks_from_bytes_matches_extract(extracted, photo_dir):
+    table, lm, row = extracted
+    single, w, h = landmarks_from_bytes((photo_dir / "astro_neutral_exif6.jpg").read_bytes())
+    assert (w, h) == (W, H)
+    np.testing.assert_allclose(single, lm[row["astro_neutral_exif6.jpg"]], atol=1e-3)
+
+
+def test_draft_decoding_of_a_large_jpeg(portrait):
+    """A 3000×2250 photo decodes at 1/2 scale in draft mode, and its landmarks match the full-size
+    decode within DRAFT_TOLERANCE of the face size, also when stored rotated (EXIF 6)."""
+    face = np.asarray(Image.fromarray(portrait).resize((1500, 1500), Image.LANCZOS))
+    big = on_canvas(face, (3000, 2250), at=(800, 400))
+    data, rotated = jpeg_bytes(big), jpeg_bytes(big, orientation=6)
+    rgb, w, h = decode(data, draft_long_side=1024)
+    assert rgb.shape == (1125, 1500, 3) and (w, h) == (3000, 2250)
+    assert decode(data, draft_long_side=None)[0].shape == (2250, 3000, 3)
+    rgb, w, h = decode(rotated, draft_long_side=1024)
+    assert rgb.shape == (1500, 1125, 3) and (w, h) == (2250, 3000)
+
+    full, *_ = landmarks_from_bytes(data, ExtractSettings(draft_long_side=None))
+    draft, w, h = landmarks_from_bytes(data, ExtractSettings(draft_long_side=1024))
+    assert (w, h) == (3000, 2250)
+    size = float(centroid_size(full))
+    assert _max_xy_distance(draft, full) < DRAFT_TOLERANCE * size
+    # stored turned, EXIF 6: draft-decoded at the stored size, then turned upright and scaled back to full size
+    upright_of_rotated, w, h = landmarks_from_bytes(rotated, ExtractSettings(draft_long_side=1024))
+    assert (w, h) == (3000, 2250)
+    assert _max_xy_distance(upright_of_rotated, full) < DRAFT_TOLERANCE * size
+
+
+# ----------------------------------------------------------------------------- cache
+
+def test_second_run_does_no_facemesh_work(folder_index, extracted, tmp_path, monkeypatch):
+    """A rerun reads every photo from the cache (no decoding, no FaceMesh) and returns the same arrays."""
+    calls = _counting(monkeypatch)
+    first, lm1 = extract(folder_index, workers=1, cache=tmp_path, progress=False)
+    assert len(calls) == folder_index["problem"].isna().sum() == 8
+    second, lm2 = extract(folder_index, workers=1, cache=tmp_path, progress=False)
+    assert len(calls) == 8
+    pd.testing.assert_frame_equal(first, second)
+    assert np.array_equal(lm1, lm2, equal_nan=True)
+    # and the cached run equals a run in another cache (FaceMesh in static mode is deterministic)
+    np.testing.assert_allclose(lm2, extracted[1], atol=1e-3)
+
+
+def test_interrupted_run_resumes(folder_index, extracted, tmp_path, monkeypatch):
+    """Ctrl-C after the first chunk: the rerun does only the photos that were not finished."""
+    real = ex._extract_chunk
+    seen: list[list[str]] = []
+
+    def interrupted(container, members, *args, **kwargs):
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(list(members))
+        return real(container, members, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "_extract_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract(folder_index, workers=1, chunk_size=3, cache=tmp_path, progress=False)
+    assert len(seen) == 1 and len(seen[0]) == 3
+
+    monkeypatch.setattr(ex, "_extract_chunk", real)
+    calls = _counting(monkeypatch, "_extract_chunk")
+    table, lm = extract(folder_index, workers=1, chunk_size=3, cache=tmp_path, progress=False)
+    redone = [m for _container, members in calls for m in members]
+    usable = folder_index.loc[folder_index["problem"].isna(), "member"]
+    assert sorted(redone) == sorted(set(usable) - set(seen[0]))
+    pd.testing.assert_series_equal(table["status"], extracted[0]["status"])
+    np.testing.assert_allclose(lm, extracted[1], atol=1e-3)
+
+
+def test_changed_photo_is_redone(photo_dir, tmp_path, monkeypatch):
+    """The cache is keyed by content (size and mtime for folders): an edited photo is redone, alone."""
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("astro_neutral_upright.jpg", "astro_neutral_blank.jpg"):
+        (folder / name).write_bytes((photo_dir / name).read_bytes())
+    spec = FolderSpec(PATTERN)
+    table, _ = extract(index_folder(folder, spec), workers=1, cache=tmp_path / "cache", progress=False)
+    assert table["status"].tolist() == ["no_face", "ok"]  # sorted by name
+
+    (folder / "astro_neutral_blank.jpg").write_bytes((photo_dir / "astro_neutral_exif8.jpg").read_bytes())
+    calls = _counting(monkeypatch)
+    table, _ = extract(index_folder(folder, spec), workers=1, cache=tmp_path / "cache", progress=False)
+    assert len(calls) == 1
+    assert table["status"].tolist() == ["ok", "ok"]
+
+
+def test_changed_setting_uses_another_cache(folder_index, tmp_path, monkeypatch):
+    """Every ExtractSettings field is part of the cache key: draft_long_side=None is a fresh run."""
+    extract(folder_index, workers=1, cache=tmp_path, progress=False)
+    calls = _counting(monkeypatch)
+    full = ExtractSettings(draft_long_side=None)
+    assert full.key() != ExtractSettings().key()
+    extract(folder_index, full, workers=1, cache=tmp_path, progress=False)
+    assert len(calls) == 8
+    assert len(list((tmp_path / "landmarks").iterdir())) == 2
+    extract(folder_index, full, workers=1, cache=tmp_path, progress=False)
+    assert len(calls) == 8
+
+
+# ----------------------------------------------------------------------------- executors
+
+def test_thread_pool_executor_gives_the_same_landmarks(folder_index, extracted, tmp_path):
+    """Any concurrent.futures executor can run the work; threads must not share one FaceMesh."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        table, lm = extract(folder_index, executor=pool, chunk_size=1, cache=tmp_path, progress=False)
+    pd.testing.assert_series_equal(table["status"], extracted[0]["status"])
+    np.testing.assert_allclose(lm, extracted[1], atol=1e-3)
+
+
+def test_process_pool_gives_the_same_landmarks(folder_index, extracted, tmp_path, monkeypatch):
+    """workers=2 runs the chunks in spawned processes (FaceMesh in this process is never called)."""
+    def not_here(*args, **kwargs):
+        raise AssertionError("FaceMesh ran in the parent process")
+
+    monkeypatch.setattr(ex, "landmarks_from_bytes", not_here)
+    table, lm = extract(folder_index, workers=2, chunk_size=2, cache=tmp_path, progress=False)
+    pd.testing.assert_series_equal(table["status"], extracted[0]["status"])
+    np.testing.assert_allclose(lm, extracted[1], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- AI Hub ZIPs
+
+def _aihub_name(person: str, emotion: str, n: int, ext: str = ".jpg") -> str:
+    return f"{person * 32}_여_20_{emotion}_교통&이동수단(엘리베이터 포함)_2021020216550{n}-001-00{n}{ext}"
+
+
+@pytest.fixture
+def zip_root(tmp_path, portrait, upright):
+    """A tiny AI Hub root: the portrait upright (.jpg), EXIF-rotated (.jpeg), and two-face photos
+    whose labelled box points at the right-hand face, or at neither."""
+    two = np.concatenate([portrait, portrait], axis=1)
+    names = [_aihub_name("a1", "중립", 1), _aihub_name("b2", "중립", 2, ".jpeg"),
+             _aihub_name("c3", "중립", 3), _aihub_name("d4", "중립", 4)]
+    write_zip(tmp_path / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip",
+              dict(zip(names, [jpeg_bytes(upright), jpeg_bytes(upright, 8), jpeg_bytes(two), jpeg_bytes(two)])))
+    boxes = [(100, 0, 580, 480), (100, 0, 580, 480), (560, 40, 900, 460), (0, 0, 30, 30)]
+    records = [{"filename": n, "annot_A": {"faceExp": "중립", "boxes": dict(zip(("minX", "minY", "maxX", "maxY"), b))}}
+               for n, b in zip(names, boxes)]
+    write_zip(tmp_path / "Training" / "[라벨]EMOIMG_중립_TRAIN.zip",
+              {"img_emotion_training_data(중립).json": json.dumps(records, ensure_ascii=False).encode("utf-8")})
+    return tmp_path, names
+
+
+def test_extract_from_aihub_zips(zip_root, extracted, tmp_path):
+    """Members with CP949 names are read straight from the ZIP; the labelled box picks one of two faces."""
+    root, names = zip_root
+    index = index_aihub(root)
+    table, lm = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    status = dict(zip(table["name"], table["status"]))
+    assert [status[n] for n in names] == ["ok", "ok", "ok", "multiple_faces"]
+    assert "none matches the labelled face box" in table.set_index("name").loc[names[3], "reason"]
+    by_name = {n: lm[i] for i, n in enumerate(table["name"])}
+    reference = extracted[1][extracted[2]["astro_neutral_upright.jpg"]]
+    size = float(centroid_size(reference))
+    assert _max_xy_distance(by_name[names[1]], reference) < EXIF_TOLERANCE * size
+    right_face = by_name[names[2]]
+    assert right_face[:, 0].min() > 480  # the face in the right-hand copy of the portrait
+    assert table.set_index("name").loc[names[2], ["width", "height"]].tolist() == [960, 480]
+
+
+def test_missing_zip_is_named(zip_root, tmp_path):
+    root, _ = zip_root
+    index = index_aihub(root)
+    images = root / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip"
+    images.rename(root / "moved.zip")
+    with pytest.raises(FileNotFoundError, match="does not exist") as err:
+        extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert str(images) in str(err.value)
+
+
+# ----------------------------------------------------------------------------- real data
+
+def test_real_jaffe_faces_are_found(jaffe_root, tmp_path):
+    """FaceMesh finds one face in (nearly) every JAFFE photo: small grey 256×256 TIFFs."""
+    table, lm = extract(index_preset("jaffe", jaffe_root), workers=1, cache=tmp_path, progress=False)
+    ok = table["status"] == "ok"
+    assert ok.mean() >= 0.95
+    assert (table.loc[ok, ["width", "height"]] == 256).all().all()
+    assert (lm[ok.to_numpy(), :, :2] >= 0).all() and (lm[ok.to_numpy(), :, :2] <= 256).all()
+
+
+def _orientation(zf: zipfile.ZipFile, member: str) -> int:
+    return Image.open(io.BytesIO(zf.read(member))).getexif().get(0x0112, 1)
+
+
+def test_real_aihub_zip_with_bad_members(aihub_root, tmp_path):
+    """중립_TRAIN_01: truncated → unreadable, Thumbs.db → skipped, blank → no_face; real faces, half of
+    them stored EXIF-rotated, land inside the annotators' upright face box."""
+    index = index_aihub(aihub_root)
+    zipped = index[index["container"].str.endswith("[원천]EMOIMG_중립_TRAIN_01.zip")]
+    bad = zipped[zipped["name"].str.startswith(("ffff", "eeee")) | (zipped["name"] == "Thumbs.db")]
+    assert len(bad) == 3
+    good = sample(zipped.drop(bad.index), per_container=80, seed=0)
+    with zipfile.ZipFile(zipped["container"].iloc[0]) as zf:
+        turned = good["member"].map(lambda m: _orientation(zf, m)) != 1
+    chosen = pd.concat([bad, good[turned].head(8), good[~turned].head(9)])
+    table, lm = extract(chosen, workers=1, cache=tmp_path, progress=False)
+
+    status = dict(zip(table["name"], table["status"]))
+    assert status["Thumbs.db"] == "skipped"
+    assert next(s for n, s in status.items() if n.startswith("ffff")) == "unreadable"
+    assert next(s for n, s in status.items() if n.startswith("eeee")) == "no_face"
+    real = table.iloc[3:]
+    assert (real["status"] == "ok").sum() >= 15
+    for i in np.flatnonzero(table["status"] == "ok"):
+        row, nose = table.iloc[i], lm[i, 1]
+        x0, y0, x1, y1 = row[["box_x0", "box_y0", "box_x1", "box_y1"]].astype(float)
+        margin = 0.1 * (x1 - x0)
+        assert x0 - margin <= nose[0] <= x1 + margin and y0 - margin <= nose[1] <= y1 + margin, row["name"]
+        assert 0 <= nose[0] <= row["width"] and 0 <= nose[1] <= row["height"]
+    assert (table.iloc[3:11]["status"] == "ok").sum() >= 6  # the EXIF-rotated ones
+    assert os.listdir(tmp_path / "landmarks")  # the cache went where we asked

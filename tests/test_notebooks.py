@@ -1,0 +1,53 @@
+"""nbval runs every notebook in smoke mode (FACEKIT_SMOKE=1, the same code path with
+small numbers): once on the built-in demo data and once on the AI Hub-layout sample
+in ../shared/datasets (skipped where that folder is absent).
+
+Each run is a separate ``pytest --nbval-lax`` process so that the data setting
+(an environment variable the notebooks read in their first cell) differs per run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facekit.paths import PROJECT_ROOT, shared_datasets
+
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+DATASETS = {"demo": None, "aihub_sample": "aihub_sample"}
+
+
+@pytest.mark.parametrize("data", list(DATASETS))
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_notebook_runs(notebook: Path, data: str, tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "FACEKIT_DATA"}
+    if DATASETS[data]:
+        root = shared_datasets() / DATASETS[data]
+        if not root.is_dir():
+            pytest.skip(f"{root} is absent (set FACEKIT_SHARED_DATA to the shared datasets)")
+        env["FACEKIT_DATA"] = str(root)
+    env.update(FACEKIT_SMOKE="1", FACEKIT_CACHE=str(tmp_path / "cache"), FACEKIT_REPORTS=str(tmp_path / "reports"),
+               MPLBACKEND="agg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600",
+         "-p", "no:cacheprovider", "-q", "-o", "addopts=", str(notebook)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"{notebook.name} on {data} failed:\n{tail}"
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
+
+
+def test_notebooks_are_committed_clean():
+    """Outputs stripped, and a parameters-tagged first code cell with the smoke switch."""
+    import nbformat
+
+    assert [nb.name[:2] for nb in NOTEBOOKS][:2] == ["01", "02"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+        assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell not tagged"
+        assert "FACEKIT_SMOKE" in code[0].source and "FACEKIT_DATA" in code[0].source
