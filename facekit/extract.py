@@ -198,7 +198,10 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
     """
     out = []
     boxes = boxes or [None] * len(members)
-    archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
+    try:
+        archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0) for m in members]
     try:
         for member, box in zip(members, boxes):
             try:

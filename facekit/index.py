@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -94,14 +95,25 @@ def read_label_json(data: bytes, origin: str = "<bytes>") -> list[dict]:
 
 
 def _label_records(label_zip: Path) -> dict[str, dict]:
+    """filename → label record, from every JSON in a label ZIP.  A broken ZIP or JSON
+    is reported with a warning and skipped: its photos are still indexed, unlabelled."""
     out: dict[str, dict] = {}
-    with zipfile.ZipFile(label_zip) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or not recover_name(info).lower().endswith(".json"):
-                continue
-            for rec in read_label_json(zf.read(info), f"{label_zip} :: {recover_name(info)}"):
-                if "filename" in rec:
-                    out[unicodedata.normalize("NFC", str(rec["filename"]))] = rec
+    try:
+        with zipfile.ZipFile(label_zip) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or not recover_name(info).lower().endswith(".json"):
+                    continue
+                try:
+                    records = read_label_json(zf.read(info), f"{label_zip} :: {recover_name(info)}")
+                except ValueError as exc:
+                    warnings.warn(str(exc), stacklevel=3)
+                    continue
+                for rec in records:
+                    if "filename" in rec:
+                        out[unicodedata.normalize("NFC", str(rec["filename"]))] = rec
+    except (zipfile.BadZipFile, OSError) as exc:
+        warnings.warn(f"{label_zip}: cannot read this label ZIP ({exc}); its photos stay unlabelled "
+                      "(policies other than 'uploader' drop them). Re-download it.", stacklevel=3)
     return out
 
 
@@ -172,8 +184,16 @@ def index_aihub(root: Path | str) -> pd.DataFrame:
             labels[split].update(_label_records(Path(path)))
     rows = []
     for z in zips.query("kind == '원천'").itertuples():
-        with zipfile.ZipFile(z.zip) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
+        try:
+            with zipfile.ZipFile(z.zip) as zf:
+                infos = [i for i in zf.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError) as exc:
+            warnings.warn(f"{z.zip}: cannot read this ZIP ({exc}); it is listed with a problem. "
+                          "Re-download it (or check the copy finished).", stacklevel=2)
+            rows.append({"source": "aihub", "split": z.split, "container": z.zip, "member": "",
+                         "name": Path(z.zip).name, "zip_emotion": z.emotion, "crc": None, "bytes": None,
+                         "labelled": False, "problem": f"ZIP cannot be read ({exc}); re-download it"})
+            continue
         for info in infos:
             name = recover_name(info)
             row = {"source": "aihub", "split": z.split, "container": z.zip, "member": info.filename,

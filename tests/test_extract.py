@@ -167,8 +167,9 @@ def test_draft_decoding_of_a_large_jpeg(portrait):
     rgb, w, h = decode(data, draft_long_side=1024)
     assert rgb.shape == (1125, 1500, 3) and (w, h) == (3000, 2250)
     assert decode(data, draft_long_side=None)[0].shape == (2250, 3000, 3)
+    assert Image.open(io.BytesIO(rotated)).size == (2250, 3000)  # stored turned, upright after EXIF
     rgb, w, h = decode(rotated, draft_long_side=1024)
-    assert rgb.shape == (1500, 1125, 3) and (w, h) == (2250, 3000)
+    assert rgb.shape == (1125, 1500, 3) and (w, h) == (3000, 2250)
 
     full, *_ = landmarks_from_bytes(data, ExtractSettings(draft_long_side=None))
     draft, w, h = landmarks_from_bytes(data, ExtractSettings(draft_long_side=1024))
