@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_index)
     p = sub.add_parser("extract", help="sample and extract landmarks into the cache")
     _add_data_args(p)
-    p.add_argument("--per-zip", type=int, default=DEFAULT_CAP, help="photos per ZIP/folder at most (0: all)")
+    p.add_argument("--per-zip", type=int, default=DEFAULT_CAP, help="photos per ZIP at most (per emotion in an image folder; 0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     p.add_argument("--draft-long-side", type=int, default=ex.ExtractSettings().draft_long_side,

@@ -192,26 +192,33 @@ def read_bytes(container: str, member: str) -> bytes:
 
 def _extract_chunk(container: str, members: list[str], settings: ExtractSettings,
                    boxes: list | None = None) -> list[tuple]:
-    """Worker task: (member, status, reason, landmarks or None, width, height) per member.
+    """Worker task: (member, status, reason, landmarks or None, width, height, cacheable) per member.
 
     Runs in any process; opens the container itself so only names cross the wire.
+    Failures to read the container (a cut-off copy, a network drive) are not
+    cacheable: they say nothing about the photo and are retried on the next run.
     """
     out = []
     boxes = boxes or [None] * len(members)
     try:
         archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
     except (zipfile.BadZipFile, OSError) as exc:
-        return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0) for m in members]
+        return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0, False) for m in members]
     try:
         for member, box in zip(members, boxes):
             try:
                 data = archive.read(member) if archive else (Path(container) / member).read_bytes()
+            except Exception as exc:  # noqa: BLE001 - the container, not the photo, failed
+                out.append((member, "unreadable", f"cannot read from {container}: {type(exc).__name__}: {exc}",
+                            None, 0, 0, False))
+                continue
+            try:
                 lm, w, h = landmarks_from_bytes(data, settings, box)
-                out.append((member, "ok", "", lm, w, h))
+                out.append((member, "ok", "", lm, w, h, True))
             except PhotoError as err:
-                out.append((member, err.status, err.reason, None, 0, 0))
+                out.append((member, err.status, err.reason, None, 0, 0, True))
             except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
-                out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0))
+                out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True))
     finally:
         if archive:
             archive.close()
@@ -349,6 +356,9 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
                          [p[3] for p in part]))
 
     total = sum(len(t[1]) for t in todo)
+    if progress:
+        n_usable = int(usable.sum())
+        print(f"{n_usable - total} of {n_usable} photos from the landmark cache, {total} to extract")
     if total:
         own_pool = None
         n_workers = workers or default_workers()
@@ -366,8 +376,10 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
                                                 for t in todo}
                 results = ((futures[f], f.result()) for f in as_completed(futures))
             for (container, _members, keys, rows, _boxes_), out in results:
-                _save_part(folders[container], keys, out)
-                for row, (_m, st, why, lm, w, h) in zip(rows, out):
+                keep = [i for i, r in enumerate(out) if r[6]]
+                if keep:
+                    _save_part(folders[container], [keys[i] for i in keep], [out[i] for i in keep])
+                for row, (_m, st, why, lm, w, h, _cacheable) in zip(rows, out):
                     status[row], reason[row], width[row], height[row] = st, why, w, h
                     if lm is not None:
                         landmarks[row] = lm

@@ -1,4 +1,5 @@
-"""Stage 2, **sample**: at most N photos per container (ZIP), seeded and spread over people.
+"""Stage 2, **sample**: at most N photos per container (ZIP; per emotion in an image folder),
+seeded and spread over people.
 
 The original system took "the first 5,000 files of each ZIP", which over-represents
 whoever sorts first.  Here each container's photos are drawn in rounds: every
@@ -14,7 +15,8 @@ DEFAULT_CAP = 5000
 
 
 def sample(index: pd.DataFrame, per_container: int | None = DEFAULT_CAP, seed: int = 0) -> pd.DataFrame:
-    """Rows of ``index`` (usable ones only: ``problem`` empty) with at most ``per_container`` per container.
+    """Rows of ``index`` (usable ones only: ``problem`` empty), at most ``per_container`` per
+    container and emotion (an AI Hub ZIP holds one emotion, so: per ZIP).
 
     Deterministic for a given ``seed`` and index; the result keeps the index's
     original row labels so it can be joined back.
@@ -26,7 +28,8 @@ def sample(index: pd.DataFrame, per_container: int | None = DEFAULT_CAP, seed: i
         raise ValueError(f"per_container must be at least 1, got {per_container}")
     rng = np.random.default_rng(seed)
     keep: list = []
-    for _container, group in usable.groupby("container", sort=True):
+    # AI Hub ZIPs hold one emotion each; an image folder holds all, so cap per folder *and* emotion
+    for _key, group in usable.groupby(["container", "emotion"], sort=True, dropna=False):
         if len(group) <= per_container:
             keep.extend(group.index)
             continue

@@ -37,11 +37,11 @@ EXPECTED = {
     "astro_neutral_twofaces.jpg": "multiple_faces",
     "README.jpg": "skipped",  # off the folder pattern: the index gives it a problem
 }
-# EXIF-rotated photos must give the upright photo's landmarks within this fraction of
-# the face's size (its centroid size, ~97 px here); measured: ≤ 1.1 % in x/y.
-EXIF_TOLERANCE = 0.03
-# Draft (reduced-size) JPEG decoding vs full-size decoding; measured: ~0.5 %.
-DRAFT_TOLERANCE = 0.02
+# Landmarks of the same face decoded another way (stored EXIF-rotated, or draft-decoded at
+# reduced size) must agree in x/y within these fractions of the face's size (its centroid
+# size): (mean, max) point distance.  FaceMesh itself moves by up to ~3 % (max) when the
+# same face is JPEG-compressed in another orientation; measured means are 0.2–1.5 %.
+MEAN_TOLERANCE, MAX_TOLERANCE = 0.02, 0.05
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,11 @@ def _counting(monkeypatch, name: str = "landmarks_from_bytes") -> list:
     return calls
 
 
-def _max_xy_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a[:, :2] - b[:, :2], axis=1).max())
+def assert_same_face(landmarks: np.ndarray, reference: np.ndarray, what: str = "") -> None:
+    """x/y point distances within MEAN_TOLERANCE / MAX_TOLERANCE of the reference face's size."""
+    size = float(centroid_size(reference))
+    d = np.linalg.norm(landmarks[:, :2] - reference[:, :2], axis=1) / size
+    assert d.mean() < MEAN_TOLERANCE and d.max() < MAX_TOLERANCE, f"{what}: mean {d.mean():.3f}, max {d.max():.3f}"
 
 
 # ----------------------------------------------------------------------------- statuses
@@ -108,6 +111,7 @@ def test_statuses(extracted):
 
 
 def test_every_photo_without_landmarks_says_why(extracted):
+    """Non-ok rows: a non-empty reason, NaN landmarks, size 0; ok rows: no reason, finite landmarks."""
     table, lm, row = extracted
     bad = table["status"] != "ok"
     assert table.loc[bad, "reason"].str.len().gt(0).all()
@@ -121,6 +125,7 @@ def test_every_photo_without_landmarks_says_why(extracted):
 
 
 def test_table_keeps_the_index_rows_and_order(folder_index, extracted):
+    """One row and one (478, 3) float32 landmark block per index row, in the index's order."""
     table, lm, _ = extracted
     assert lm.shape == (len(folder_index), 478, 3) and lm.dtype == np.float32
     assert table["member"].tolist() == folder_index["member"].tolist()
@@ -137,7 +142,7 @@ def test_landmarks_are_pixels_of_the_upright_photo(extracted):
     assert (face[..., 0] >= 0).all() and (face[..., 0] <= W).all()
     assert (face[..., 1] >= 0).all() and (face[..., 1] <= H).all()
     assert not ((face[..., :2] >= 0) & (face[..., :2] <= 1)).all()
-    assert (np.ptp(face[..., 1], axis=1) > 0.4 * H).all()  # the face fills most of the photo's height
+    assert (np.ptp(face[..., 1], axis=1) > 0.4 * H).all()  # a face hundreds of pixels tall
 
 
 def test_exif_orientation_is_applied(extracted):
@@ -147,11 +152,12 @@ def test_exif_orientation_is_applied(extracted):
     size = float(centroid_size(reference))
     for orientation in (6, 8, 3):
         rotated = lm[row[f"astro_neutral_exif{orientation}.jpg"]]
-        assert _max_xy_distance(rotated, reference) < EXIF_TOLERANCE * size, orientation
-        assert np.abs(rotated[:, 2] - reference[:, 2]).max() < 2 * EXIF_TOLERANCE * size, orientation
+        assert_same_face(rotated, reference, f"EXIF {orientation}")
+        assert np.abs(rotated[:, 2] - reference[:, 2]).mean() < MEAN_TOLERANCE * size  # z: same units
 
 
 def test_landmarks_from_bytes_matches_extract(extracted, photo_dir):
+    """The single-photo function (used by the live demo) gives what the batch run gave."""
     table, lm, row = extracted
     single, w, h = landmarks_from_bytes((photo_dir / "astro_neutral_exif6.jpg").read_bytes())
     assert (w, h) == (W, H)
@@ -160,7 +166,7 @@ def test_landmarks_from_bytes_matches_extract(extracted, photo_dir):
 
 def test_draft_decoding_of_a_large_jpeg(portrait):
     """A 3000×2250 photo decodes at 1/2 scale in draft mode, and its landmarks match the full-size
-    decode within DRAFT_TOLERANCE of the face size, also when stored rotated (EXIF 6)."""
+    decode within the stated tolerances, also when stored rotated (EXIF 6)."""
     face = np.asarray(Image.fromarray(portrait).resize((1500, 1500), Image.LANCZOS))
     big = on_canvas(face, (3000, 2250), at=(800, 400))
     data, rotated = jpeg_bytes(big), jpeg_bytes(big, orientation=6)
@@ -174,12 +180,11 @@ def test_draft_decoding_of_a_large_jpeg(portrait):
     full, *_ = landmarks_from_bytes(data, ExtractSettings(draft_long_side=None))
     draft, w, h = landmarks_from_bytes(data, ExtractSettings(draft_long_side=1024))
     assert (w, h) == (3000, 2250)
-    size = float(centroid_size(full))
-    assert _max_xy_distance(draft, full) < DRAFT_TOLERANCE * size
+    assert_same_face(draft, full, "draft")
     # stored turned, EXIF 6: draft-decoded at the stored size, then turned upright and scaled back to full size
     upright_of_rotated, w, h = landmarks_from_bytes(rotated, ExtractSettings(draft_long_side=1024))
     assert (w, h) == (3000, 2250)
-    assert _max_xy_distance(upright_of_rotated, full) < DRAFT_TOLERANCE * size
+    assert_same_face(upright_of_rotated, full, "draft, EXIF 6")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -290,7 +295,8 @@ def zip_root(tmp_path, portrait, upright):
     write_zip(tmp_path / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip",
               dict(zip(names, [jpeg_bytes(upright), jpeg_bytes(upright, 8), jpeg_bytes(two), jpeg_bytes(two)])))
     boxes = [(100, 0, 580, 480), (100, 0, 580, 480), (560, 40, 900, 460), (0, 0, 30, 30)]
-    records = [{"filename": n, "annot_A": {"faceExp": "중립", "boxes": dict(zip(("minX", "minY", "maxX", "maxY"), b))}}
+    corners = ("minX", "minY", "maxX", "maxY")
+    records = [{"filename": n, "annot_A": {"faceExp": "중립", "boxes": dict(zip(corners, b))}}
                for n, b in zip(names, boxes)]
     write_zip(tmp_path / "Training" / "[라벨]EMOIMG_중립_TRAIN.zip",
               {"img_emotion_training_data(중립).json": json.dumps(records, ensure_ascii=False).encode("utf-8")})
@@ -306,15 +312,14 @@ def test_extract_from_aihub_zips(zip_root, extracted, tmp_path):
     assert [status[n] for n in names] == ["ok", "ok", "ok", "multiple_faces"]
     assert "none matches the labelled face box" in table.set_index("name").loc[names[3], "reason"]
     by_name = {n: lm[i] for i, n in enumerate(table["name"])}
-    reference = extracted[1][extracted[2]["astro_neutral_upright.jpg"]]
-    size = float(centroid_size(reference))
-    assert _max_xy_distance(by_name[names[1]], reference) < EXIF_TOLERANCE * size
+    assert_same_face(by_name[names[1]], extracted[1][extracted[2]["astro_neutral_upright.jpg"]], "ZIP, EXIF 8")
     right_face = by_name[names[2]]
     assert right_face[:, 0].min() > 480  # the face in the right-hand copy of the portrait
     assert table.set_index("name").loc[names[2], ["width", "height"]].tolist() == [960, 480]
 
 
 def test_missing_zip_is_named(zip_root, tmp_path):
+    """A ZIP moved after indexing stops the run with an error that names it."""
     root, _ = zip_root
     index = index_aihub(root)
     images = root / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip"
@@ -322,6 +327,30 @@ def test_missing_zip_is_named(zip_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist") as err:
         extract(index, workers=1, cache=tmp_path / "cache", progress=False)
     assert str(images) in str(err.value)
+
+
+def test_zip_broken_after_indexing_is_reported_per_photo(zip_root, tmp_path):
+    """A ZIP cut off after the index was made: its photos are unreadable, with the reason, and the run ends."""
+    root, names = zip_root
+    index = index_aihub(root)
+    images = root / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip"
+    images.write_bytes(images.read_bytes()[:1000])
+    table, lm = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert (table["status"] == "unreadable").all() and np.isnan(lm).all()
+    assert table["reason"].str.contains("cannot open").all()
+
+
+def test_container_failure_is_retried_once_the_zip_is_restored(zip_root, tmp_path):
+    """A ZIP that could not be read (cut-off copy, network drive) is retried on the next run."""
+    root, names = zip_root
+    index = index_aihub(root)
+    images = root / "Training" / "[원천]EMOIMG_중립_TRAIN_01.zip"
+    good = images.read_bytes()
+    images.write_bytes(good[:1000])
+    extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    images.write_bytes(good)
+    table, _ = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert (table["status"] != "unreadable").all()
 
 
 # ----------------------------------------------------------------------------- real data
@@ -349,6 +378,7 @@ def test_real_aihub_zip_with_bad_members(aihub_root, tmp_path):
     good = sample(zipped.drop(bad.index), per_container=80, seed=0)
     with zipfile.ZipFile(zipped["container"].iloc[0]) as zf:
         turned = good["member"].map(lambda m: _orientation(zf, m)) != 1
+    assert turned.sum() >= 8 and (~turned).sum() >= 9
     chosen = pd.concat([bad, good[turned].head(8), good[~turned].head(9)])
     table, lm = extract(chosen, workers=1, cache=tmp_path, progress=False)
 

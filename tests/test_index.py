@@ -35,12 +35,18 @@ VOTES = {  # annot_A, annot_B, annot_C
 }                                     # D_VAL has no label record
 
 
+BOX = {"minX": 10.0, "minY": 20.0, "maxX": 110.0, "maxY": 140.0}
+BOXES = {  # A_ANX: two annotators' boxes differ and one box is degenerate (as some real ones are)
+    A_ANX: (BOX, {"minX": 14.0, "minY": 24.0, "maxX": 114.0, "maxY": 144.0},
+            {"minX": 50.0, "minY": 20.0, "maxX": 50.0, "maxY": 140.0}),
+}
+
+
 def _record(name: str) -> dict:
     f = parse_name(name)
-    box = {"minX": 10.0, "minY": 20.0, "maxX": 110.0, "maxY": 140.0}
     rec = {"filename": name, "gender": f["gender"], "age": f["age"], "isProf": "일반인",
            "faceExp_uploader": f["emotion"], "bg_uploader": f["background"].replace("&", "/")}
-    for annotator, vote in zip("ABC", VOTES[name]):
+    for annotator, vote, box in zip("ABC", VOTES[name], BOXES.get(name, (BOX, BOX, BOX))):
         rec[f"annot_{annotator}"] = {"boxes": box, "faceExp": vote, "bg": rec["bg_uploader"]}
     return rec
 
@@ -134,6 +140,14 @@ def test_annotator_votes_kept_from_bom_and_cp949_label_json(tiny):
     assert pd.isna(d.annot_A) and pd.isna(d.annot_B) and pd.isna(d.annot_C)
 
 
+def test_labelled_face_box_is_the_median_of_valid_annotator_boxes(tiny):
+    """Degenerate boxes are ignored; photos without a label record have no box."""
+    box = ["box_x0", "box_y0", "box_x1", "box_y1"]
+    assert _row(tiny, A_ANX)[box].tolist() == [12.0, 22.0, 112.0, 142.0]
+    assert _row(tiny, A_NEU)[box].tolist() == [10.0, 20.0, 110.0, 140.0]
+    assert _row(tiny, D_VAL)[box].isna().all() and _row(tiny, "Thumbs.db")[box].isna().all()
+
+
 def test_bad_members_are_rows_with_a_problem(tiny):
     """Thumbs.db and a name off the pattern stay in the index with a reason; good rows have none."""
     thumbs = _row(tiny, "Thumbs.db")
@@ -148,6 +162,7 @@ def test_bad_members_are_rows_with_a_problem(tiny):
 
 
 def test_shared_people_finds_a_person_in_both_splits(tiny):
+    """Person B has photos in Training and Validation: the leak a held-out evaluation removes."""
     assert shared_people(tiny) == {HASH_B}
     assert summary(tiny)["shared_people"] == 1
 
@@ -202,6 +217,7 @@ def test_class_sets():
 
 
 def test_to_emotion_accepts_english_and_korean():
+    """Other datasets' names map onto the AI Hub emotions; unknown names fail."""
     assert to_emotion("fear") == to_emotion("Anxious") == to_emotion("불안") == "불안"
     assert to_emotion(" neutral ") == "중립"
     with pytest.raises(ValueError, match="unknown emotion"):
@@ -211,6 +227,7 @@ def test_to_emotion_accepts_english_and_korean():
 # ----------------------------------------------------------------------------- pieces
 
 def test_parse_name():
+    """Field parsing of one AI Hub name, upper-case and NFD variants, and names that must not match."""
     f = parse_name(A_ANX)
     assert f == {"person": HASH_A, "gender": "여", "age": 20, "emotion": "불안", "background": BG_LIFT,
                  "timestamp": "20210202165501-001-007", "ext": ".jpg"}
@@ -242,6 +259,7 @@ def test_recover_name_variants(tmp_path):
 
 
 def test_read_label_json_encodings_and_errors():
+    """Label JSON in UTF-8, UTF-8 with BOM, CP949 or wrapped in a dict; broken files name their origin."""
     records = [{"filename": A_ANX, "faceExp_uploader": "불안"}]
     text = json.dumps(records, ensure_ascii=False)
     for encoding in ("utf-8", "utf-8-sig", "cp949"):
@@ -251,6 +269,25 @@ def test_read_label_json_encodings_and_errors():
         read_label_json(b"[{", "broken.json")
     with pytest.raises(ValueError, match="neither UTF-8 nor CP949"):
         read_label_json(b"\xff\xfe\xff", "garbage.json")
+
+
+def test_corrupt_zips_are_reported_not_fatal(tmp_path):
+    """A cut-off image ZIP becomes one row with a problem; a broken label JSON leaves its photos
+    indexed but unlabelled; both warn, naming the file."""
+    write_zip(tmp_path / "Training" / "[원천]EMOIMG_불안_TRAIN_01.zip", {A_ANX: b"x"})
+    good = (tmp_path / "Training" / "[원천]EMOIMG_불안_TRAIN_01.zip").read_bytes()
+    (tmp_path / "Training" / "[원천]EMOIMG_불안_TRAIN_02.zip").write_bytes(good[: len(good) // 2])
+    write_zip(tmp_path / "Training" / "[라벨]EMOIMG_불안_TRAIN.zip",
+              {"img_emotion_training_data(불안).json": b"[{"})
+    with pytest.warns(UserWarning) as caught:
+        index = index_aihub(tmp_path)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "TRAIN_02.zip" in messages and "not valid JSON" in messages
+    assert len(index) == 2
+    broken = index[index["container"].str.endswith("TRAIN_02.zip")].iloc[0]
+    assert "ZIP cannot be read" in broken.problem
+    photo = _row(index, A_ANX)
+    assert pd.isna(photo.problem) and not photo.labelled and photo.emotion == "불안"
 
 
 def test_wrong_root_is_a_clear_error(tmp_path):
@@ -265,6 +302,7 @@ def test_wrong_root_is_a_clear_error(tmp_path):
 
 
 def test_find_zips(tiny_root):
+    """Only [원천]/[라벨] EMOIMG ZIPs are found, with kind, emotion, split and part."""
     zips = find_zips(tiny_root)
     assert len(zips) == 6  # readme.zip is not an AI Hub ZIP
     assert sorted(zips["kind"].unique()) == ["라벨", "원천"]
@@ -292,6 +330,7 @@ def test_real_aihub_sample_counts(sample_index):
 
 
 def test_real_aihub_sample_emotions_per_split(sample_index):
+    """Uploader emotions per split, and every photo's name agrees with its ZIP."""
     ok = sample_index[sample_index["problem"].isna()]
     counts = ok.groupby(["split", "emotion"]).size()
     assert counts["Training"].to_dict() == {"기쁨": 91, "당황": 99, "분노": 64, "불안": 50, "상처": 81,
@@ -316,7 +355,8 @@ def test_real_aihub_sample_names_are_clean_korean(sample_index):
 def test_real_aihub_sample_votes_and_policies(sample_index):
     """Annotators were read for nearly every photo, and 불안 is the class they disagree on most."""
     ok = sample_index[sample_index["problem"].isna()]
-    assert ok["labelled"].sum() >= len(ok) - 2  # the truncated and blank members have no record
+    unlabelled = ok.loc[~ok["labelled"], "name"].str[:4].tolist()
+    assert sorted(unlabelled) == ["eeee", "ffff"]  # only the blank and truncated members have no record
     table = agreement_table(ok)
     assert table["majority_agrees"].idxmin() == "불안"
     assert apply_policy(ok, "majority").isna().sum() > 0

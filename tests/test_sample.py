@@ -30,6 +30,7 @@ def test_cap_per_container():
 
 
 def test_same_seed_same_rows_other_seed_other_rows():
+    """Sampling is reproducible for a seed and changes with it."""
     index = make_index({"zip": [20] * 10})
     first = sample(index, per_container=10, seed=3)
     assert first.index.tolist() == sample(index, per_container=10, seed=3).index.tolist()
@@ -45,6 +46,7 @@ def test_cap_spreads_over_people():
 
 
 def test_rows_with_a_problem_are_never_sampled():
+    """Rows whose ``problem`` is set never enter a sample, whatever the cap."""
     index = make_index({"zip": [5, 5]})
     index.loc[[0, 3, 7], "problem"] = "truncated"
     for cap in (None, 3, 100):
@@ -63,6 +65,7 @@ def test_keeps_row_labels_and_columns():
 
 
 def test_bad_cap():
+    """A cap below 1 is refused."""
     with pytest.raises(ValueError, match="at least 1"):
         sample(make_index({"zip": [2]}), per_container=0)
 

@@ -53,6 +53,7 @@ def test_index_folder_without_label_map_uses_emotion_names(folder):
 
 
 def test_index_folder_errors(folder, tmp_path):
+    """Pattern without named groups, missing or empty folder, label mapped to a non-emotion."""
     with pytest.raises(ValueError, match="named groups"):
         index_folder(folder, FolderSpec(r"(\w+)/(\w+)_\d+"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -65,6 +66,7 @@ def test_index_folder_errors(folder, tmp_path):
 
 
 def test_parse_label_map():
+    """The CLI's --label-map text → dict; items that are not KEY=VALUE are named in the error."""
     assert parse_label_map("NE=neutral, FE=anxious,") == {"NE": "neutral", "FE": "anxious"}
     assert parse_label_map("") == {}
     for bad in ("NE", "=neutral", "NE="):
@@ -81,12 +83,14 @@ def test_load_index_demo(monkeypatch):
 
 
 def test_load_index_reads_facekit_data(monkeypatch, folder):
+    """With no path given, FACEKIT_DATA is the data."""
     monkeypatch.setenv("FACEKIT_DATA", str(folder))
     index = load_index(pattern=PATTERN)
     assert (index["source"] == "folder").all() and len(index) == 6
 
 
 def test_load_index_missing_path_names_it_and_facekit_data(tmp_path):
+    """A wrong path names itself and says how to set FACEKIT_DATA."""
     missing = tmp_path / "AIHub"
     with pytest.raises(FileNotFoundError, match="FACEKIT_DATA") as err:
         load_index(missing)
@@ -117,6 +121,7 @@ def test_load_index_dispatch(tmp_path, folder):
 
 
 def test_unknown_preset():
+    """Only the jaffe and ckplus presets exist."""
     with pytest.raises(ValueError, match="unknown preset"):
         index_preset("fer2013")
 
@@ -135,6 +140,7 @@ def test_real_jaffe_preset(jaffe_root):
 
 
 def test_real_jaffe_by_folder_name(jaffe_root):
+    """A folder named jaffe uses the JAFFE preset without a pattern."""
     assert (load_index(jaffe_root)["source"] == "jaffe").all()
 
 
