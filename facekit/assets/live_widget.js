@@ -1,0 +1,391 @@
+// facekit live panel (anywidget ESM; no external libraries, nothing fetched).
+//
+// Browser source: getUserMedia video → JPEG frame → model.send({type: "frame"}, undefined, [buffer]);
+// the next frame is sent only after the kernel's ack (frames never pile up).  The ack carries the
+// scored face's 2-D landmarks (Float32 x/W, y/H pairs) and the frame's result; the synced traits
+// carry the panel's numbers.  Kernel sources (OpenCV camera, video file, image folder) send
+// {type: "result"} messages with the landmarks and a JPEG preview of the frame instead.
+
+const STAGES = [["decode", "decode"], ["facemesh", "FaceMesh"], ["normalise", "normalise"],
+                ["model", "model"], ["smoothing", "smoothing"]];
+const CHART_SECONDS = 60;
+const ACK_TIMEOUT_MS = 10000;
+
+function make(tag, cls, parent, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+function floats(view) {
+  // DataView → Float32Array (copied: the message's buffer offset need not be 4-byte aligned)
+  if (!view || !view.byteLength) return new Float32Array(0);
+  return new Float32Array(view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength));
+}
+
+function fmt(v, digits = 1) { return v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits); }
+
+function render({ model, el }) {
+  const viewId = Math.random().toString(36).slice(2, 8);
+  el.classList.add("fk-live");
+
+  // ---- layout
+  const stageBox = make("div", "fk-stage", el);
+  const mirror = make("div", "fk-mirror", stageBox);
+  const video = make("video", "fk-video", mirror);
+  video.muted = true; video.playsInline = true; video.autoplay = true;
+  const view = make("canvas", "fk-view", mirror);       // kernel sources: the frame the kernel saw
+  const overlay = make("canvas", "fk-overlay", mirror); // landmarks over either
+  const banner = make("div", "fk-banner", stageBox);
+
+  const side = make("div", "fk-side", el);
+  const labelRow = make("div", "fk-label-row", side);
+  const labelEl = make("span", "fk-label", labelRow, "–");
+  const calibBadge = make("span", "fk-badge", labelRow, "");
+  const bar = make("div", "fk-bar", side);
+  const fill = make("div", "fk-bar-fill", bar);
+  const thresholdMark = make("div", "fk-bar-threshold", bar);
+  const scores = make("div", "fk-scores", side);
+  make("span", "fk-caption", scores, "score ");
+  const scoreEl = make("b", "fk-score", scores, "–");
+  make("span", "fk-caption", scores, " smoothed · raw ");
+  const rawEl = make("span", "fk-raw", scores, "–");
+  make("span", "fk-caption", scores, " / 100");
+  const topEl = make("div", "fk-top", side);
+  const chart = make("canvas", "fk-chart", side);
+  chart.width = 360; chart.height = 110;
+  const statsEl = make("div", "fk-stats", side);
+  const buttons = make("div", "fk-buttons", side);
+  const startBtn = make("button", "fk-start", buttons, "Start");
+  const stopBtn = make("button", "fk-stop", buttons, "Stop");
+  const calibBtn = make("button", "fk-calibrate", buttons, "Calibrate");
+  const resetBtn = make("button", "fk-reset", buttons, "Reset");
+  const settings = make("label", "fk-setting", side, "smoothing τ ");
+  const tauInput = make("input", "fk-tau", settings);
+  tauInput.type = "number"; tauInput.min = "0"; tauInput.step = "0.1";
+  settings.appendChild(document.createTextNode(" s"));
+  const calibEl = make("div", "fk-calibration", side);
+  const modelEl = make("div", "fk-model", side);
+
+  // ---- state
+  let stream = null;
+  let runId = 0;
+  let seq = 0;
+  const pending = new Map();          // ack id → resolve
+  const ackTimes = [];                // wall times of recent acks (fps)
+  let roundTrip = null;
+  let points = new Float32Array(0);
+  let others = [];
+  let frameSize = [640, 480];
+  const history = [];                 // {t, s, r} for the chart
+  let freshFrame = false;
+  let frameWaiter = null;
+  let chartDue = 0;
+  let disposed = false;
+
+  const isBrowser = () => model.get("source") === "browser";
+
+  function fps() {
+    const now = performance.now();
+    while (ackTimes.length && now - ackTimes[0] > 2000) ackTimes.shift();
+    if (ackTimes.length < 2) return 0;
+    return (ackTimes.length - 1) / ((ackTimes[ackTimes.length - 1] - ackTimes[0]) / 1000);
+  }
+
+  // ---- drawing
+  function drawOverlay() {
+    const [w, h] = frameSize;
+    if (overlay.width !== w || overlay.height !== h) { overlay.width = w; overlay.height = h; }
+    const ctx = overlay.getContext("2d");
+    ctx.clearRect(0, 0, w, h);
+    if (!model.get("running")) return;
+    ctx.fillStyle = "rgba(80, 230, 160, 0.9)";
+    const r = Math.max(1, w / 400);
+    for (let i = 0; i + 1 < points.length; i += 2) {
+      ctx.fillRect(points[i] * w - r / 2, points[i + 1] * h - r / 2, r, r);
+    }
+    if (points.length >= 4) {  // the nose tip (landmark 1), the origin of the normalised face
+      ctx.fillStyle = "#ff5050";
+      ctx.beginPath(); ctx.arc(points[2] * w, points[3] * h, 2.5 * r, 0, 2 * Math.PI); ctx.fill();
+      if (others.length) {  // outline the scored face when there are several
+        let x0 = 1, y0 = 1, x1 = 0, y1 = 0;
+        for (let i = 0; i + 1 < points.length; i += 2) {
+          x0 = Math.min(x0, points[i]); x1 = Math.max(x1, points[i]);
+          y0 = Math.min(y0, points[i + 1]); y1 = Math.max(y1, points[i + 1]);
+        }
+        ctx.strokeStyle = "rgba(80, 230, 160, 0.9)"; ctx.lineWidth = 2 * r;
+        ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+      }
+    }
+    ctx.strokeStyle = "rgba(200, 200, 200, 0.8)"; ctx.lineWidth = r; ctx.setLineDash([6, 4]);
+    for (const [x0, y0, x1, y1] of others) ctx.strokeRect(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h);
+    ctx.setLineDash([]);
+  }
+
+  function drawChart() {
+    const ctx = chart.getContext("2d");
+    const W = chart.width, H = chart.height, pad = 22;
+    ctx.clearRect(0, 0, W, H);
+    ctx.font = "10px sans-serif"; ctx.fillStyle = "#888"; ctx.strokeStyle = "#ddd"; ctx.lineWidth = 1;
+    for (const v of [0, 50, 100]) {
+      const y = H - 12 - (v / 100) * (H - 20);
+      ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(W, y); ctx.stroke();
+      ctx.fillText(String(v), 2, y + 3);
+    }
+    const thr = model.get("threshold");
+    if (thr !== null && thr !== undefined) {
+      const y = H - 12 - (thr / 100) * (H - 20);
+      ctx.strokeStyle = "#e0a040"; ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(W, y); ctx.stroke(); ctx.setLineDash([]);
+    }
+    ctx.fillStyle = "#888"; ctx.fillText(`last ${CHART_SECONDS} s`, W - 60, H - 1);
+    const now = performance.now() / 1000;
+    while (history.length && now - history[0].t > CHART_SECONDS) history.shift();
+    const x = (t) => pad + (1 - (now - t) / CHART_SECONDS) * (W - pad);
+    const y = (v) => H - 12 - (v / 100) * (H - 20);
+    for (const [key, colour, width] of [["r", "rgba(120, 120, 220, 0.45)", 1], ["s", "#2255cc", 2]]) {
+      ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.beginPath();
+      let pen = false;
+      for (const p of history) {
+        if (p[key] === null || p[key] === undefined) { pen = false; continue; }
+        if (!pen) { ctx.moveTo(x(p.t), y(p[key])); pen = true; } else ctx.lineTo(x(p.t), y(p[key]));
+      }
+      ctx.stroke();
+    }
+  }
+
+  function showResult(msg, pointsView) {
+    points = floats(pointsView);
+    others = msg.others || [];
+    if (msg.width && msg.height) frameSize = [msg.width, msg.height];
+    history.push({ t: performance.now() / 1000, s: msg.score, r: msg.raw_score });
+    drawOverlay();
+    const now = performance.now();
+    if (now > chartDue) { drawChart(); chartDue = now + 100; }
+  }
+
+  // ---- the panel's text, from the synced traits
+  function update() {
+    const state = model.get("state");
+    const running = model.get("running");
+    const score = model.get("score");
+    const raw = model.get("raw_score");
+    const label = model.get("label");
+    const calibration = model.get("calibration");
+    el.dataset.state = state;
+    el.dataset.label = label || "";
+    el.dataset.score = score === null ? "" : String(score);
+    el.dataset.frames = String(model.get("frames"));
+    el.dataset.faces = String(model.get("faces"));
+    el.dataset.fps = fmt(model.get("fps"), 2);
+    el.dataset.running = String(running);
+    el.dataset.calibration = calibration;
+
+    const ok = state === "ok" || state === "multiple_faces";
+    banner.textContent = model.get("message") || "";
+    banner.className = "fk-banner " + (ok ? "fk-ok" : "fk-warn");
+    banner.style.display = banner.textContent ? "" : "none";
+    labelEl.textContent = label || "–";
+    labelEl.className = "fk-label fk-label-" + (label || "none");
+    labelEl.style.opacity = ok ? "1" : "0.45";
+    scoreEl.textContent = fmt(score, 0);
+    rawEl.textContent = fmt(raw, 0);
+    fill.style.width = `${score === null ? 0 : Math.max(0, Math.min(100, score))}%`;
+    fill.style.opacity = ok ? "1" : "0.35";
+    const thr = model.get("threshold");
+    thresholdMark.style.left = `${thr}%`;
+    thresholdMark.title = `decision threshold ${fmt(thr, 0)}`;
+    const top = model.get("top") || [];
+    topEl.textContent = top.length > 2 ? "top: " + top.map(([n, p]) => `${n} ${fmt(p, 0)}`).join(" · ") : "";
+    const lat = model.get("latency") || {};
+    const parts = STAGES.map(([k, name]) => `${name} ${fmt(lat[k], 1)}`).join(" · ");
+    const kernelFps = model.get("fps");
+    statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms (${parts})` +
+      (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(roundTrip, 0)} ms` : "") +
+      ` · frames ${model.get("frames")} · with a face ${model.get("faces")}`;
+    calibBadge.textContent = calibration === "on" ? "calibrated" : calibration === "collecting" ? "calibrating…" : "";
+    calibEl.textContent = model.get("calibration_message") || "";
+    calibBtn.classList.toggle("fk-unavailable", calibration === "unavailable");
+    calibBtn.title = calibration === "unavailable" ? model.get("calibration_message") :
+      `hold a neutral face for ${model.get("calibrate_s")} s; from then on the model sees your face relative to it`;
+    modelEl.textContent = `${model.get("model_info")}\nsource: ${model.get("source")}`;
+    startBtn.disabled = running;
+    stopBtn.disabled = !running;
+    if (document.activeElement !== tauInput) tauInput.value = String(model.get("smoothing_s"));
+    mirror.classList.toggle("fk-browser", isBrowser());
+    video.style.display = isBrowser() ? "" : "none";
+    view.style.display = isBrowser() ? "none" : "";
+    if (!running) drawOverlay();
+  }
+
+  // ---- browser camera
+  function cameraProblem(state, message) {
+    model.send({ type: "camera", state, message });
+  }
+
+  async function startBrowser() {
+    if (stream) return;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      cameraProblem("no_camera", "this page cannot use a camera: the browser offers no camera here " +
+        "(JupyterLab must be opened over https or from localhost); or use SOURCE = 'camera' (OpenCV)");
+      return;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        video: { width: { ideal: model.get("width") }, height: { ideal: model.get("height") } }, audio: false });
+    } catch (err) {
+      const name = err && err.name;
+      if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+        cameraProblem("permission_denied", "camera permission denied: allow the camera for this page " +
+          "(the camera icon in the address bar), then press Start");
+      } else if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
+        cameraProblem("no_camera", "no camera found: connect one, or use a local camera (SOURCE = 'camera') " +
+          "or a video file");
+      } else if (name === "NotReadableError" || name === "TrackStartError") {
+        cameraProblem("no_camera", "the camera cannot be read: is another program using it?");
+      } else {
+        cameraProblem("no_camera", `the camera could not be started (${name || err})`);
+      }
+      return;
+    }
+    if (disposed) { stopTracks(); return; }
+    video.srcObject = stream;
+    try { await video.play(); } catch (err) { /* autoplay of a muted video is allowed; frames still flow */ }
+    model.send({ type: "start" });
+    loop(++runId);
+  }
+
+  function stopTracks() {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    stream = null;
+    video.srcObject = null;
+  }
+
+  function stopBrowser(tellKernel = true) {
+    runId++;
+    stopTracks();
+    for (const resolve of pending.values()) resolve(null);
+    pending.clear();
+    if (tellKernel) model.send({ type: "stop" });
+  }
+
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    const onFrame = () => {
+      freshFrame = true;
+      if (frameWaiter) { const w = frameWaiter; frameWaiter = null; freshFrame = false; w(); }
+      if (!disposed) video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  } else {
+    freshFrame = true;
+  }
+
+  function nextVideoFrame() {
+    // Send each camera frame once: wait for a frame not sent yet (at most 100 ms).
+    if (freshFrame || !("requestVideoFrameCallback" in HTMLVideoElement.prototype)) {
+      freshFrame = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      frameWaiter = resolve;
+      setTimeout(() => { if (frameWaiter === resolve) { frameWaiter = null; resolve(); } }, 100);
+    });
+  }
+
+  const grab = document.createElement("canvas");
+  async function loop(myRun) {
+    const gctx = grab.getContext("2d");
+    while (myRun === runId && !disposed) {
+      if (video.readyState < 2 || !video.videoWidth) { await sleep(20); continue; }
+      await nextVideoFrame();
+      if (myRun !== runId) break;
+      const w = video.videoWidth, h = video.videoHeight;
+      if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
+      gctx.drawImage(video, 0, 0, w, h);
+      const t = performance.now();
+      const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
+      if (!blob || myRun !== runId) continue;
+      const buffer = await blob.arrayBuffer();
+      const id = `${viewId}:${++seq}`;
+      const reply = new Promise((resolve) => {
+        pending.set(id, resolve);
+        setTimeout(() => { if (pending.get(id) === resolve) { pending.delete(id); resolve(null); } }, ACK_TIMEOUT_MS);
+      });
+      model.send({ type: "frame", id, t, width: w, height: h, fps: fps() }, undefined, [buffer]);
+      const ack = await reply;
+      if (!ack) {
+        if (myRun === runId) banner.textContent = "the kernel has not answered for 10 s (busy with a cell?); still trying";
+        continue;
+      }
+      const now = performance.now();
+      roundTrip = now - t;
+      ackTimes.push(now);
+      frameSize = [w, h];
+      showResult(ack.msg, ack.buffers[0]);
+    }
+  }
+
+  // ---- messages from the kernel
+  async function onMessage(msg, buffers) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "ack") {
+      const resolve = pending.get(msg.id);
+      if (resolve) { pending.delete(msg.id); resolve({ msg, buffers: buffers || [] }); }
+    } else if (msg.type === "result") {  // a kernel source's frame
+      if (buffers && buffers.length > 1 && buffers[1].byteLength) {
+        try {
+          const bytes = buffers[1].buffer.slice(buffers[1].byteOffset, buffers[1].byteOffset + buffers[1].byteLength);
+          const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }));
+          if (view.width !== msg.width || view.height !== msg.height) { view.width = msg.width; view.height = msg.height; }
+          view.getContext("2d").drawImage(bitmap, 0, 0, msg.width, msg.height);
+        } catch (err) { /* a preview that cannot be shown is skipped */ }
+      }
+      showResult(msg, buffers && buffers[0]);
+    } else if (msg.type === "stop-camera") {  // panel.stop() in Python
+      stopBrowser(false);
+    } else if (msg.type === "start-camera") {  // panel.start() in Python
+      if (isBrowser()) startBrowser();
+    }
+  }
+  model.on("msg:custom", onMessage);
+
+  // ---- controls
+  startBtn.addEventListener("click", () => {
+    if (isBrowser()) startBrowser(); else model.send({ type: "start" });
+  });
+  stopBtn.addEventListener("click", () => {
+    if (isBrowser()) stopBrowser(true); else model.send({ type: "stop" });
+  });
+  calibBtn.addEventListener("click", () => model.send({ type: "calibrate" }));
+  resetBtn.addEventListener("click", () => { history.length = 0; model.send({ type: "reset" }); drawChart(); });
+  tauInput.addEventListener("change", () => {
+    const v = parseFloat(tauInput.value);
+    if (!Number.isNaN(v) && v >= 0) { model.set("smoothing_s", v); model.save_changes(); }
+  });
+
+  const keys = ["state", "message", "score", "raw_score", "label", "top", "threshold", "latency", "fps", "frames",
+    "faces", "calibration", "calibration_message", "model_info", "source", "running", "smoothing_s"];
+  let scheduled = false;
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => { scheduled = false; if (!disposed) update(); });
+    setTimeout(() => { if (scheduled) { scheduled = false; update(); } }, 250);  // hidden tabs get no frames
+  };
+  for (const key of keys) model.on(`change:${key}`, schedule);
+  update();
+  drawChart();
+
+  return () => {
+    disposed = true;
+    stopBrowser(false);
+    model.off("msg:custom", onMessage);
+    for (const key of keys) model.off(`change:${key}`, schedule);
+  };
+}
+
+export default { render };
