@@ -2,6 +2,9 @@
 
     python -m facekit index   DATA [--out index.csv]
     python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--out DIR]
+    python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
+        [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg]
+        [--calibration none|personal-neutral] [--seed N]
 
 ``DATA`` is an AI Hub root, ``jaffe``/``ckplus`` folders, any image folder with
 ``--pattern``, or ``demo``; it defaults to ``FACEKIT_DATA``.  ``extract`` fills the
@@ -68,6 +71,37 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_crossval(args) -> int:
+    from datetime import datetime, timezone
+
+    from .crossval import Protocol, crossval, prepare
+    from .normalize import NormalizeSettings
+
+    df = _index(args)
+    chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
+    table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
+    protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
+                        normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
+    data = prepare(table, landmarks, protocol)
+    result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds)
+    unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
+    result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
+              "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
+              "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=1, default=float))
+    recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
+    print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
+          f"accuracy {result['accuracy']:.3f}, recall {recall}, AUC {result['auc']:.3f} "
+          f"({result['n_images']} photos of {result['n_people']} people, {result['n_failed']} without landmarks)")
+    if result.get("false_alarm_other") is not None:
+        print(f"false alarms on other expressions: {result['false_alarm_other']:.3f}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facekit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)
+    p = sub.add_parser("crossval", help="cross-validate by person (leave-one-person-out or K folds)")
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--task", default="binary", choices=("binary", "anxious-vs-rest", "7class"))
+    p.add_argument("--folds", default="loso", help="'loso' or a number of folds by person")
+    p.add_argument("--model", default="resnet-mlp", choices=("resnet-mlp", "logreg", "majority"))
+    p.add_argument("--calibration", default="none", choices=("none", "personal-neutral"))
+    p.add_argument("--policy", default="uploader", choices=("uploader", "majority", "unanimous"))
+    p.add_argument("--features", default="xyz", choices=("xyz", "xy"))
+    p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
+    p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
+    p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
+    p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--cache", default=None)
+    p.set_defaults(func=cmd_crossval)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -356,7 +356,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
                          [p[3] for p in part]))
 
     total = sum(len(t[1]) for t in todo)
-    if progress:
+    if progress and usable.any():
         n_usable = int(usable.sum())
         print(f"{n_usable - total} of {n_usable} photos from the landmark cache, {total} to extract")
     if total:

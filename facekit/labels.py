@@ -108,3 +108,35 @@ def agreement_table(index: pd.DataFrame) -> pd.DataFrame:
                 row[f"{policy}_agrees"] = float(agreed.mean()) if has_votes.any() else np.nan
         rows.append(row)
     return pd.DataFrame(rows).set_index("emotion")
+
+
+#: The three tasks: the original's neutral vs anxious, anxious against every other
+#: emotion present (neutral included), and all seven emotions.
+TASKS = ("binary", "anxious-vs-rest", "7class")
+
+
+def task_classes(task: str) -> tuple[str, ...]:
+    """English class names of a task, in class-index order (the positive class last for binary tasks)."""
+    if task == "binary":
+        return ("neutral", "anxious")
+    if task == "anxious-vs-rest":
+        return ("rest", "anxious")
+    if task == "7class":
+        return tuple(EMOTIONS.values())
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def encode_task(label: pd.Series, task: str) -> np.ndarray:
+    """Class index per row for ``task`` (``-1`` where the row is not part of the task).
+
+    ``label`` holds canonical emotion names after a label policy (NaN = no label).
+    In ``binary`` only 중립 and 불안 count; ``anxious-vs-rest`` puts 불안 against every
+    other emotion; ``7class`` uses all seven.
+    """
+    task_classes(task)
+    if task == "binary":
+        return ClassSet().encode(label)
+    if task == "anxious-vs-rest":
+        y = np.where(label == "불안", 1, 0)
+        return np.where(label.isna().to_numpy(), -1, y).astype(np.int64)
+    return ClassSet.all().encode(label)

@@ -112,6 +112,36 @@ def normalize(landmarks: np.ndarray, settings: NormalizeSettings = NormalizeSett
     return out[0] if single else out
 
 
+_MIRROR: np.ndarray | None = None
+
+
+def mirror_index() -> np.ndarray:
+    """(478,) int: the landmark that each landmark becomes in a horizontally flipped photo.
+
+    Found once by matching the canonical face to its own mirror image (an optimal
+    one-to-one assignment); it pairs 33↔263 (outer eye corners), 61↔291 (mouth
+    corners), 468↔473 (iris centres) and keeps midline points such as the nose tip.
+    """
+    global _MIRROR
+    if _MIRROR is None:
+        from scipy.optimize import linear_sum_assignment
+
+        t = canonical_face().astype(np.float64)
+        cost = ((t[:, None, :] - (t * [-1, 1, 1])[None]) ** 2).sum(-1)
+        _MIRROR = linear_sum_assignment(cost)[1]
+    return _MIRROR
+
+
+def mirror(normalised: np.ndarray) -> np.ndarray:
+    """The same faces as in a horizontally flipped photo: x → −x and left/right landmarks swapped.
+
+    Valid for ``kit`` shapes (the nose tip, on the midline, is the origin), aligned or not.
+    """
+    out = np.asarray(normalised)[..., mirror_index(), :].copy()
+    out[..., 0] *= -1
+    return out
+
+
 def flatten(normalised: np.ndarray) -> np.ndarray:
     """(N, 478, 3) → (N, 1434) features, the model's input layout (x0, y0, z0, x1, …)."""
     return np.asarray(normalised, dtype=np.float32).reshape(len(normalised), -1)

@@ -105,3 +105,114 @@ def show_class_means(normalised: np.ndarray, labels: np.ndarray, names: tuple[st
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or f"What changes from {names[0]} to {names[1]}", fontsize=10)
     return ax
+
+
+class LiveCurves:
+    """Training curves redrawn in place while a model trains (loss, accuracy, balanced accuracy, lr).
+
+    Pass ``curves.update`` as the ``callback`` of :func:`facekit.train.fit`; outside
+    a notebook it only collects the rows.
+    """
+
+    def __init__(self, title: str = "training", every: int = 5):
+        self.rows: list[dict] = []
+        self.title, self.every = title, every
+        self._handle = None
+
+    def update(self, row: dict) -> None:
+        self.rows.append({k: v for k, v in row.items() if k != "val_proba"})
+        if len(self.rows) % self.every == 0:
+            self.draw()
+
+    def figure(self):
+        h = pd.DataFrame(self.rows)
+        fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+        axes[0].plot(h["epoch"], h["train_loss"], label="train")
+        if "val_loss" in h:
+            axes[0].plot(h["epoch"], h["val_loss"], label="validation people")
+        axes[1].plot(h["epoch"], h["train_acc"], label="train")
+        if "val_acc" in h:
+            axes[1].plot(h["epoch"], h["val_acc"], label="validation people")
+        if "val_bal_acc" in h:
+            axes[2].plot(h["epoch"], h["val_bal_acc"], color="tab:orange", label="validation people")
+            best = int(h["best_epoch"].iloc[-1])
+            axes[2].axvline(best, color="grey", ls="--", lw=1, label=f"best epoch {best}")
+        axes[3].plot(h["epoch"], h["lr"], color="tab:green")
+        for ax, t in zip(axes, ("loss", "accuracy", "balanced accuracy", "learning rate")):
+            ax.set_title(t, fontsize=10)
+            ax.set_xlabel("epoch")
+        axes[0].legend(fontsize=8)
+        axes[2].legend(fontsize=8)
+        fig.suptitle(self.title, fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def draw(self) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None or not self.rows:
+            return
+        fig = self.figure()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+
+def show_confusion(confusion, classes, title: str = ""):
+    """Confusion matrices side by side: counts and row-normalised (recall on the diagonal)."""
+    import seaborn as sns
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sns.heatmap(cm, annot=True, fmt=".0f", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=axes[0], cbar=False)
+    sns.heatmap(norm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, xticklabels=classes, yticklabels=classes,
+                ax=axes[1], cbar=False)
+    for ax, t in zip(axes, ("counts", "row-normalised (recall)")):
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title} — {t}" if title else t, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_roc_pr(y, p_pos, title: str = "", threshold: float | None = None):
+    """ROC and precision–recall curves with their AUCs, and the operating point at ``threshold``."""
+    from sklearn import metrics as skm
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fpr, tpr, _ = skm.roc_curve(y, p_pos)
+    axes[0].plot(fpr, tpr, label=f"AUC {skm.roc_auc_score(y, p_pos):.3f}")
+    axes[0].plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    axes[0].set_xlabel("false positive rate")
+    axes[0].set_ylabel("true positive rate (anxious recall)")
+    prec, rec, _ = skm.precision_recall_curve(y, p_pos)
+    axes[1].plot(rec, prec, label=f"AP {skm.average_precision_score(y, p_pos):.3f}")
+    axes[1].axhline(np.mean(y), color="grey", lw=0.8, ls="--", label="chance")
+    axes[1].set_xlabel("recall")
+    axes[1].set_ylabel("precision")
+    if threshold is not None:
+        pred = p_pos >= threshold
+        tp, fp = (pred & (y == 1)).sum(), (pred & (y == 0)).sum()
+        axes[0].scatter(fp / max((y == 0).sum(), 1), tp / max((y == 1).sum(), 1), color="red", zorder=3,
+                        label=f"threshold {threshold:.2f} (chosen on validation people)")
+        axes[1].scatter(tp / max((y == 1).sum(), 1), tp / max(tp + fp, 1), color="red", zorder=3)
+    for ax, t in zip(axes, ("ROC", "precision–recall")):
+        ax.legend(fontsize=8, loc="lower right" if t == "ROC" else "lower left")
+        ax.set_title(f"{title} — {t}" if title else t, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_per_person(per_person: pd.DataFrame, title: str = ""):
+    """Accuracy of each test person (sorted): a few people can carry a good average."""
+    ax = per_person["accuracy"].sort_values().plot.bar(figsize=(min(14, 2 + 0.25 * len(per_person)), 3))
+    ax.set_ylabel("accuracy")
+    ax.set_xticklabels([str(p)[:8] for p in per_person["accuracy"].sort_values().index], fontsize=6)
+    ax.set_title(title or "accuracy per test person", fontsize=10)
+    return ax

@@ -31,6 +31,7 @@ from .live import run as run_source
 from .paths import ASSETS_DIR
 
 PREVIEW_FPS = 15  # kernel sources: frames shown in the panel per second at most (the score uses every frame)
+SYNC_INTERVAL_S = 0.25  # the synced traits follow the frames at most this often (each frame's ack carries its own)
 
 
 def _load(predictor):
@@ -88,6 +89,10 @@ class LiveWidget(anywidget.AnyWidget):
         self._stop = threading.Event()
         self._last_wall: float | None = None
         self._last_preview = 0.0
+        self._last_sync = 0.0
+        self._fps = 0.0
+        self._faces_seen = 0
+        self._latest: FrameResult | None = None
         self.on_msg(self._on_msg)
         self._refresh_model()
 
@@ -135,6 +140,7 @@ class LiveWidget(anywidget.AnyWidget):
             self._thread.join(timeout)
         elif self._source is None:
             self.send({"type": "stop-camera"})
+            self._sync()
             with self.hold_sync():
                 self.running = False
                 self.state, self.message = "stopped", STATES["stopped"]
@@ -160,8 +166,10 @@ class LiveWidget(anywidget.AnyWidget):
         return message
 
     def summary(self) -> dict:
-        """Frames, states, latency breakdown, calibration, the last score; and the source and frame rate."""
-        return {"source": self.source, "fps": round(self.fps, 2), **self.pipeline.summary()}
+        """Frames, states, latency breakdown, calibration, the last score; and the source and frame rate.
+
+        Exact at any time (the synced traits follow the frames a few times a second)."""
+        return {"source": self.source, "fps": round(self._fps, 2), **self.pipeline.summary()}
 
     # ------------------------------------------------------------------ internals
     @t.observe("smoothing_s")
@@ -182,13 +190,29 @@ class LiveWidget(anywidget.AnyWidget):
             self.calibration = self.pipeline.calibration
             self.calibration_message = self.pipeline.calibration_message
 
-    def _publish(self, result: FrameResult, fps: float | None = None) -> None:
+    def _publish(self, result: FrameResult, fps: float | None = None, force: bool = False) -> None:
+        """Count the frame and sync the panel's traits: at once when the state, label or calibration
+        changes, else at most every :data:`SYNC_INTERVAL_S` (every frame's own numbers go with its ack)."""
+        now = time.monotonic()
         if fps is None:  # kernel sources: frames per second of wall-clock time
-            now = time.monotonic()
             if self._last_wall is not None and now > self._last_wall:
                 inst = 1.0 / (now - self._last_wall)
-                fps = inst if self.fps <= 0 else 0.8 * self.fps + 0.2 * inst
+                fps = inst if self._fps <= 0 else 0.8 * self._fps + 0.2 * inst
             self._last_wall = now
+        if fps is not None:
+            self._fps = float(fps)
+        self._faces_seen += result.landmarks is not None
+        self._latest = result
+        changed = (result.state != self.state or (result.label or "") != self.label
+                   or result.calibration != self.calibration)
+        if force or changed or now - self._last_sync >= SYNC_INTERVAL_S:
+            self._sync(result)
+
+    def _sync(self, result: FrameResult | None = None) -> None:
+        result = result or self._latest
+        if result is None:
+            return
+        self._last_sync = time.monotonic()
         active = self.pipeline.active
         with self.hold_sync():
             self.state, self.message = result.state, result.message
@@ -199,13 +223,15 @@ class LiveWidget(anywidget.AnyWidget):
             timings["total"] = round(result.total_ms, 3)
             self.latency = timings
             self.frames = self.pipeline.frames
-            self.faces = self.faces + (result.landmarks is not None)
-            if fps is not None:
-                self.fps = float(fps)
+            self.faces = self._faces_seen
+            self.fps = self._fps
             self.calibration, self.calibration_message = result.calibration, result.calibration_message
             if active is not None and self.threshold != float(active.threshold) * 100:
                 self.threshold = float(active.threshold) * 100
                 self.classes = list(active.classes)
+
+    def _frame_message(self, kind: str, result: FrameResult) -> dict:
+        return {"type": kind, **result.to_message(), "frames": self.pipeline.frames, "faces": self._faces_seen}
 
     def _on_msg(self, _widget, content, buffers) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
@@ -221,6 +247,7 @@ class LiveWidget(anywidget.AnyWidget):
         elif kind == "stop":
             self.stop()
             if self._source is None:
+                self._sync()
                 with self.hold_sync():
                     self.running = False
                     self.state, self.message = "stopped", "stopped; the camera is released"
@@ -243,7 +270,7 @@ class LiveWidget(anywidget.AnyWidget):
             result = self.pipeline.process(data, None if stamp is None else float(stamp) / 1000.0)
             fps = content.get("fps")
             self._publish(result, float(fps) if isinstance(fps, (int, float)) else None)
-            ack.update(result.to_message())
+            ack.update(self._frame_message("ack", result))
             points = result.points().tobytes()
         except Exception as exc:  # noqa: BLE001 - the browser must get its ack whatever happens
             with self.hold_sync():
@@ -255,15 +282,15 @@ class LiveWidget(anywidget.AnyWidget):
     def _on_source_result(self, result: FrameResult, frame) -> None:
         self._publish(result)
         now = time.monotonic()
-        message = {"type": "result", **result.to_message()}
+        if now - self._last_preview < 1.0 / PREVIEW_FPS:
+            return  # scored and counted; the panel shows at most PREVIEW_FPS frames a second
+        self._last_preview = now
         buffers = [result.points().tobytes()]
-        if now - self._last_preview >= 1.0 / PREVIEW_FPS:
-            self._last_preview = now
-            try:
-                buffers.append(_preview_jpeg(frame.data, frame.bgr))
-            except Exception:  # noqa: BLE001 - a frame that cannot be shown is still scored
-                pass
-        self.send(message, buffers=buffers)
+        try:
+            buffers.append(_preview_jpeg(frame.data, frame.bgr))
+        except Exception:  # noqa: BLE001 - a frame that cannot be shown is still scored
+            pass
+        self.send(self._frame_message("result", result), buffers=buffers)
 
     def _run(self) -> None:
         state = message = None
@@ -278,6 +305,7 @@ class LiveWidget(anywidget.AnyWidget):
         except Exception as exc:  # noqa: BLE001 - reported in the panel, not lost in a thread
             state, message = "source_error", f"{self._source.name} failed: {type(exc).__name__}: {exc}"
         finally:
+            self._sync()
             with self.hold_sync():
                 self.running = False
                 self.state, self.message = state or "source_error", message or "the source ended unexpectedly"

@@ -7,6 +7,7 @@ Each run is a separate ``pytest --nbval-lax`` process so that the data setting
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,8 +22,8 @@ DATASETS = {"demo": None, "aihub_sample": "aihub_sample"}
 
 
 @pytest.mark.parametrize("data", list(DATASETS))
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
-def test_notebook_runs(notebook: Path, data: str, tmp_path: Path):
+def test_notebooks_run_in_order(data: str, tmp_path: Path):
+    """All notebooks, in order, in one nbval session: 04 evaluates the checkpoint 03 saved."""
     env = {k: v for k, v in os.environ.items() if k != "FACEKIT_DATA"}
     if DATASETS[data]:
         root = shared_datasets() / DATASETS[data]
@@ -30,21 +31,27 @@ def test_notebook_runs(notebook: Path, data: str, tmp_path: Path):
             pytest.skip(f"{root} is absent (set FACEKIT_SHARED_DATA to the shared datasets)")
         env["FACEKIT_DATA"] = str(root)
     env.update(FACEKIT_SMOKE="1", FACEKIT_CACHE=str(tmp_path / "cache"), FACEKIT_REPORTS=str(tmp_path / "reports"),
-               MPLBACKEND="agg")
+               FACEKIT_WEIGHTS=str(tmp_path / "weights"), MPLBACKEND="agg")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=600",
-         "-p", "no:cacheprovider", "-q", "-o", "addopts=", str(notebook)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    tail = (proc.stdout + proc.stderr)[-6000:]
-    assert proc.returncode == 0, f"{notebook.name} on {data} failed:\n{tail}"
-    assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
+         "-p", "no:cacheprovider", "-v", "-o", "addopts=", *map(str, NOTEBOOKS)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400)
+    tail = (proc.stdout + proc.stderr)[-8000:]
+    assert proc.returncode == 0, f"notebooks on {data} failed:\n{tail}"
+    for nb in NOTEBOOKS:
+        assert nb.name in proc.stdout, f"{nb.name} did not run:\n{tail}"
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
+    if any(nb.name.startswith("04") for nb in NOTEBOOKS):
+        metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+        assert metrics["task"] == "binary" and metrics["label_policy"] == "uploader"
+        assert {"split", "counts", "test", "comparison"} <= set(metrics)
 
 
 def test_notebooks_are_committed_clean():
     """Outputs stripped, and a parameters-tagged first code cell with the smoke switch."""
     import nbformat
 
-    assert [nb.name[:2] for nb in NOTEBOOKS][:2] == ["01", "02"]
+    assert [nb.name[:2] for nb in NOTEBOOKS][:4] == ["01", "02", "03", "04"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

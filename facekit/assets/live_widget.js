@@ -103,14 +103,14 @@ function render({ model, el }) {
     const ctx = overlay.getContext("2d");
     ctx.clearRect(0, 0, w, h);
     if (!model.get("running")) return;
-    ctx.fillStyle = "rgba(80, 230, 160, 0.9)";
-    const r = Math.max(1, w / 400);
+    ctx.fillStyle = "rgba(60, 255, 170, 0.95)";
+    const r = Math.max(1.5, w / 260);
     for (let i = 0; i + 1 < points.length; i += 2) {
       ctx.fillRect(points[i] * w - r / 2, points[i + 1] * h - r / 2, r, r);
     }
     if (points.length >= 4) {  // the nose tip (landmark 1), the origin of the normalised face
       ctx.fillStyle = "#ff5050";
-      ctx.beginPath(); ctx.arc(points[2] * w, points[3] * h, 2.5 * r, 0, 2 * Math.PI); ctx.fill();
+      ctx.beginPath(); ctx.arc(points[2] * w, points[3] * h, 2 * r, 0, 2 * Math.PI); ctx.fill();
       if (others.length) {  // outline the scored face when there are several
         let x0 = 1, y0 = 1, x1 = 0, y1 = 0;
         for (let i = 0; i + 1 < points.length; i += 2) {
@@ -158,35 +158,60 @@ function render({ model, el }) {
     }
   }
 
+  const recent = [];  // the last frames' kernel timings, for steady numbers
+  function median(values) {
+    if (!values.length) return null;
+    const v = [...values].sort((a, b) => a - b);
+    return v[Math.floor(v.length / 2)];
+  }
+  function recentLatency() {
+    const out = {};
+    for (const [key] of STAGES) out[key] = median(recent.map((r) => r[key] || 0));
+    out.total = median(recent.map((r) => STAGES.reduce((sum, [key]) => sum + (r[key] || 0), 0)));
+    return out;
+  }
+
   function showResult(msg, pointsView) {
     points = floats(pointsView);
+    if (msg.timings && msg.timings.facemesh) { recent.push(msg.timings); if (recent.length > 30) recent.shift(); }
     others = msg.others || [];
     if (msg.width && msg.height) frameSize = [msg.width, msg.height];
+    frameInfo = {};
+    for (const key of FRAME_KEYS) if (key in msg) frameInfo[key] = msg[key];
+    schedule();
     history.push({ t: performance.now() / 1000, s: msg.score, r: msg.raw_score });
     drawOverlay();
     const now = performance.now();
     if (now > chartDue) { drawChart(); chartDue = now + 100; }
   }
 
-  // ---- the panel's text, from the synced traits
+  // ---- the panel's text: from the latest frame's message, else from the synced traits
+  // (the kernel syncs its traits a few times a second; every frame's own numbers come with its ack)
+  const FRAME_KEYS = ["state", "message", "score", "raw_score", "label", "top", "calibration",
+    "calibration_message", "frames", "faces"];
+  let frameInfo = {};
+  const cur = (key) => (key in frameInfo ? frameInfo[key] : model.get(key));
   function update() {
-    const state = model.get("state");
+    const state = cur("state");
     const running = model.get("running");
-    const score = model.get("score");
-    const raw = model.get("raw_score");
-    const label = model.get("label");
-    const calibration = model.get("calibration");
+    const score = cur("score");
+    const raw = cur("raw_score");
+    const label = cur("label");
+    const calibration = cur("calibration");
     el.dataset.state = state;
     el.dataset.label = label || "";
     el.dataset.score = score === null ? "" : String(score);
-    el.dataset.frames = String(model.get("frames"));
-    el.dataset.faces = String(model.get("faces"));
+    el.dataset.frames = String(cur("frames"));
+    el.dataset.faces = String(cur("faces"));
     el.dataset.fps = fmt(model.get("fps"), 2);
     el.dataset.running = String(running);
     el.dataset.calibration = calibration;
+    el.dataset.captureMs = fmt(median(captureMs), 1);
+    el.dataset.cameraFps = fmt(videoFrames.length > 1 ? (videoFrames.length - 1) /
+      ((videoFrames[videoFrames.length - 1] - videoFrames[0]) / 1000) : null, 1);
 
     const ok = state === "ok" || state === "multiple_faces";
-    banner.textContent = model.get("message") || "";
+    banner.textContent = cur("message") || "";
     banner.className = "fk-banner " + (ok ? "fk-ok" : "fk-warn");
     banner.style.display = banner.textContent ? "" : "none";
     labelEl.textContent = label || "–";
@@ -199,18 +224,19 @@ function render({ model, el }) {
     const thr = model.get("threshold");
     thresholdMark.style.left = `${thr}%`;
     thresholdMark.title = `decision threshold ${fmt(thr, 0)}`;
-    const top = model.get("top") || [];
+    const top = cur("top") || [];
     topEl.textContent = top.length > 2 ? "top: " + top.map(([n, p]) => `${n} ${fmt(p, 0)}`).join(" · ") : "";
-    const lat = model.get("latency") || {};
+    const lat = recent.length ? recentLatency() : (model.get("latency") || {});
     const parts = STAGES.map(([k, name]) => `${name} ${fmt(lat[k], 1)}`).join(" · ");
     const kernelFps = model.get("fps");
-    statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms (${parts})` +
-      (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(roundTrip, 0)} ms` : "") +
-      ` · frames ${model.get("frames")} · with a face ${model.get("faces")}`;
+    statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms, median of the last frames (${parts})` +
+      (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(roundTrip, 0)} ms · browser capture and JPEG ` +
+        `${el.dataset.captureMs} ms · camera ${el.dataset.cameraFps} fps` : "") +
+      ` · frames ${cur("frames")} · with a face ${cur("faces")}`;
     calibBadge.textContent = calibration === "on" ? "calibrated" : calibration === "collecting" ? "calibrating…" : "";
-    calibEl.textContent = model.get("calibration_message") || "";
+    calibEl.textContent = cur("calibration_message") || "";
     calibBtn.classList.toggle("fk-unavailable", calibration === "unavailable");
-    calibBtn.title = calibration === "unavailable" ? model.get("calibration_message") :
+    calibBtn.title = calibration === "unavailable" ? cur("calibration_message") :
       `hold a neutral face for ${model.get("calibrate_s")} s; from then on the model sees your face relative to it`;
     modelEl.textContent = `${model.get("model_info")}\nsource: ${model.get("source")}`;
     startBtn.disabled = running;
@@ -273,9 +299,14 @@ function render({ model, el }) {
     if (tellKernel) model.send({ type: "stop" });
   }
 
+  const videoFrames = [];  // when the camera presented frames (its frame rate, for the diagnostics)
+  const captureMs = [];   // browser-side time per frame: waiting for the camera, drawing, JPEG encoding
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
     const onFrame = () => {
       freshFrame = true;
+      const now = performance.now();
+      videoFrames.push(now);
+      while (videoFrames.length && now - videoFrames[0] > 2000) videoFrames.shift();
       if (frameWaiter) { const w = frameWaiter; frameWaiter = null; freshFrame = false; w(); }
       if (!disposed) video.requestVideoFrameCallback(onFrame);
     };
@@ -297,34 +328,53 @@ function render({ model, el }) {
   }
 
   const grab = document.createElement("canvas");
-  async function loop(myRun) {
+  async function capture(myRun) {
+    // The next camera frame not sent yet, as JPEG bytes (null when stopped).
     const gctx = grab.getContext("2d");
+    const began = performance.now();
     while (myRun === runId && !disposed) {
       if (video.readyState < 2 || !video.videoWidth) { await sleep(20); continue; }
       await nextVideoFrame();
-      if (myRun !== runId) break;
+      if (myRun !== runId) return null;
       const w = video.videoWidth, h = video.videoHeight;
       if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
       gctx.drawImage(video, 0, 0, w, h);
-      const t = performance.now();
+      const t = performance.now();  // the frame's timestamp: the kernel smooths in this time
       const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
-      if (!blob || myRun !== runId) continue;
+      if (!blob) continue;
       const buffer = await blob.arrayBuffer();
+      captureMs.push(performance.now() - began);
+      if (captureMs.length > 30) captureMs.shift();
+      return { t, w, h, buffer };
+    }
+    return null;
+  }
+
+  async function loop(myRun) {
+    // One frame in flight: the next is sent only after the kernel's ack.  The browser's own work on the
+    // next frame (waiting for the camera, drawing, JPEG encoding) overlaps the kernel's work on this one.
+    let next = capture(myRun);
+    while (myRun === runId && !disposed) {
+      const frame = await next;
+      if (!frame || myRun !== runId) break;
       const id = `${viewId}:${++seq}`;
       const reply = new Promise((resolve) => {
         pending.set(id, resolve);
         setTimeout(() => { if (pending.get(id) === resolve) { pending.delete(id); resolve(null); } }, ACK_TIMEOUT_MS);
       });
-      model.send({ type: "frame", id, t, width: w, height: h, fps: fps() }, undefined, [buffer]);
+      const sent = performance.now();
+      model.send({ type: "frame", id, t: frame.t, width: frame.w, height: frame.h, fps: fps() }, undefined,
+                 [frame.buffer]);
+      next = capture(myRun);
       const ack = await reply;
       if (!ack) {
         if (myRun === runId) banner.textContent = "the kernel has not answered for 10 s (busy with a cell?); still trying";
         continue;
       }
       const now = performance.now();
-      roundTrip = now - t;
+      roundTrip = now - sent;
       ackTimes.push(now);
-      frameSize = [w, h];
+      frameSize = [frame.w, frame.h];
       showResult(ack.msg, ack.buffers[0]);
     }
   }
@@ -376,7 +426,11 @@ function render({ model, el }) {
     requestAnimationFrame(() => { scheduled = false; if (!disposed) update(); });
     setTimeout(() => { if (scheduled) { scheduled = false; update(); } }, 250);  // hidden tabs get no frames
   };
-  for (const key of keys) model.on(`change:${key}`, schedule);
+  const onChange = {};
+  for (const key of keys) {
+    onChange[key] = () => { delete frameInfo[key]; schedule(); };  // a newer value from the kernel
+    model.on(`change:${key}`, onChange[key]);
+  }
   update();
   drawChart();
 
@@ -384,7 +438,7 @@ function render({ model, el }) {
     disposed = true;
     stopBrowser(false);
     model.off("msg:custom", onMessage);
-    for (const key of keys) model.off(`change:${key}`, schedule);
+    for (const key of keys) model.off(`change:${key}`, onChange[key]);
   };
 }
 

@@ -1,0 +1,164 @@
+"""Checkpoints that carry everything needed to use them, and the predictor built from one.
+
+A checkpoint is a ``torch.save`` of plain data: the state dict (tensors) and a
+JSON-compatible ``meta`` dict, so it loads with ``torch.load(weights_only=True)``
+(no pickled code runs).  ``meta`` holds the model config, class names, task,
+normalisation mode and version, feature layout, decision threshold, calibration
+protocol, training-data summary and validation metrics.
+
+:class:`Predictor` is the one object every consumer uses (evaluation, the live
+demo, the server): pixel-unit landmarks in, class probabilities out, through
+exactly the normalisation the model was trained with.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import ModelConfig, ResNetMLP
+from .normalize import NORMALISATION_VERSION, NormalizeSettings, normalize
+
+FORMAT = "facekit-checkpoint"
+FORMAT_VERSION = 1
+FEATURES = ("xyz", "xy")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message says what differs and what to do."""
+
+
+def features(shapes: np.ndarray, kind: str = "xyz") -> np.ndarray:
+    """Normalised shapes (N, 478, 3) → model input (N, F) float32: ``xyz`` (1,434) or ``xy`` (956)."""
+    shapes = np.asarray(shapes, dtype=np.float32)
+    if kind == "xyz":
+        return shapes.reshape(len(shapes), -1)
+    if kind == "xy":
+        return np.ascontiguousarray(shapes[:, :, :2]).reshape(len(shapes), -1)
+    raise ValueError(f"unknown feature layout {kind!r}; choose one of {FEATURES}")
+
+
+def save(path: Path | str, model: ResNetMLP, meta: dict) -> Path:
+    """Write ``model`` with ``meta`` (must hold ``classes``, ``task``, ``normalization``, ``features``)."""
+    missing = {"classes", "task", "normalization", "features"} - set(meta)
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {sorted(missing)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": model.config.to_dict(), **meta}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"meta": full, "state_dict": state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "Predictor":
+    """Load a checkpoint safely (``weights_only=True``) and check it against ``expect``.
+
+    ``expect`` maps meta keys to required values, e.g. ``{"task": "binary",
+    "normalization": {"mode": "kit", "align": True, "version": 1}}``; any
+    difference raises :class:`CheckpointError` naming each.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with notebook 03 or pick a file "
+                                "in weights/")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt file, or pickled code that weights_only refuses
+        raise CheckpointError(f"{path} is not a loadable facekit checkpoint ({type(exc).__name__}: {exc}); "
+                              "retrain it with notebook 03") from None
+    meta = blob.get("meta") if isinstance(blob, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a facekit checkpoint (no facekit meta); the original system's "
+                              ".pth files hold only weights: retrain with notebook 03")
+    problems = []
+    if meta.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version: file {meta.get('format_version')}, this kit {FORMAT_VERSION}")
+    norm = meta.get("normalization", {})
+    if norm.get("version") != NORMALISATION_VERSION:
+        problems.append(f"normalization version: file {norm.get('version')}, this kit {NORMALISATION_VERSION}")
+    for key, want in (expect or {}).items():
+        have = meta.get(key)
+        if isinstance(want, dict) and isinstance(have, dict):
+            for k, v in want.items():
+                if have.get(k) != v:
+                    problems.append(f"{key}.{k}: file {have.get(k)!r}, expected {v!r}")
+        elif have != want:
+            problems.append(f"{key}: file {have!r}, expected {want!r}")
+    if problems:
+        raise CheckpointError(f"{path} is incompatible: " + "; ".join(problems) +
+                              ". Retrain with the current settings (notebook 03) or load a matching checkpoint.")
+    try:
+        config = ModelConfig(**meta["model_config"])
+        model = ResNetMLP(config)
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: weights do not fit the model config in the file ({exc})") from None
+    model.to(device).eval()
+    return Predictor(model, meta)
+
+
+class Predictor:
+    """A trained model with the preprocessing it was trained with.
+
+    ``predict_landmarks(landmarks, width, height)`` takes pixel-unit landmarks
+    (N, 478, 3) (or one (478, 3) face) and returns probabilities (N, n_classes).
+    ``reference`` (a normalised neutral face of the same person) switches on the
+    personal-neutral protocol for checkpoints trained with it.
+    """
+
+    def __init__(self, model: ResNetMLP, meta: dict):
+        self.model = model
+        self.meta = meta
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.task: str = meta["task"]
+        norm = meta["normalization"]
+        self.normalize_settings = NormalizeSettings(mode=norm["mode"], align=norm.get("align", False))
+        self.feature_kind: str = meta["features"]
+        self.threshold: float = float(meta.get("threshold", 0.5))
+        self.calibration: str = meta.get("calibration", "none")
+
+    @property
+    def anxious_index(self) -> int | None:
+        return self.classes.index("anxious") if "anxious" in self.classes else None
+
+    def normalize(self, landmarks: np.ndarray, width=None, height=None) -> np.ndarray:
+        return normalize(landmarks, self.normalize_settings, width=width, height=height)
+
+    def predict_shapes(self, shapes: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for already-normalised shapes (N, 478, 3)."""
+        from .train import predict_proba
+
+        shapes = np.asarray(shapes, np.float32)
+        if self.calibration == "personal-neutral":
+            if reference is None:
+                raise ValueError("this checkpoint uses the personal-neutral protocol: pass the person's "
+                                 "normalised neutral face as reference= (calibrate first)")
+            shapes = shapes - np.asarray(reference, np.float32)
+        return predict_proba(self.model, features(shapes, self.feature_kind))
+
+    def predict_landmarks(self, landmarks: np.ndarray, width=None, height=None,
+                          reference: np.ndarray | None = None) -> np.ndarray:
+        lm = np.asarray(landmarks, np.float32)
+        single = lm.ndim == 2
+        prob = self.predict_shapes(self.normalize(lm[None] if single else lm, width, height), reference)
+        return prob[0] if single else prob
+
+    def describe(self) -> dict:
+        """What a user (or ``GET /model``) needs to know about this model."""
+        keys = ("task", "classes", "normalization", "features", "threshold", "calibration", "training_data",
+                "metrics", "model_config", "created")
+        return {k: self.meta[k] for k in keys if k in self.meta}
+
+
+def model_config_from(meta: dict) -> ModelConfig:
+    return ModelConfig(**meta["model_config"])
+
+
+def normalization_meta(settings: NormalizeSettings) -> dict:
+    d = asdict(settings)
+    return {"mode": d["mode"], "align": d["align"], "version": d["version"]}

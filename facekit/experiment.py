@@ -1,0 +1,168 @@
+"""Train on one person split and evaluate on its test people: what notebooks 03 and 04 run.
+
+Roles per photo come from :func:`roles_for`: the official AI Hub split done right
+where the data has Training and Validation folders (the synthetic demo data has
+them too), else a random split by person.  ``train`` people fit the model,
+``val`` people choose everything (epoch, threshold, C), ``test`` people are
+used once, for the reported numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from . import evaluate as ev
+from .checkpoint import normalization_meta
+from .crossval import MIN_PER_CLASS_FOR_THRESHOLD, Prepared, Protocol, prepare
+from .labels import EMOTIONS
+from .model import ModelConfig
+from .split import official_split, person_split
+from .train import TrainConfig, fit, predict_proba
+
+
+def roles_for(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """``train``/``val``/``test`` (or ``excluded``) per table row, and a summary of the split."""
+    splits = set(table["split"].dropna())
+    if {"Training", "Validation"} <= splits:
+        return official_split(table, seed=seed)
+    role = person_split(table["person"].astype(str).to_numpy(), val_fraction=0.15, test_fraction=0.2, seed=seed)
+    info = {"protocol": "random split by person: 65% train, 15% val, 20% test people"}
+    for r in ("train", "val", "test"):
+        info[f"{r}_people"] = int(table.loc[role == r, "person"].nunique())
+        info[f"{r}_photos"] = int((role == r).sum())
+    return role, info
+
+
+def _threshold(y, p_pos) -> float:
+    if np.bincount(y, minlength=2).min() < MIN_PER_CLASS_FOR_THRESHOLD:
+        return 0.5
+    return ev.choose_threshold(y, p_pos)
+
+
+@dataclass
+class Fitted:
+    """A model trained on the ``train`` people with everything chosen on the ``val`` people."""
+
+    kind: str
+    predict: object  # X → probabilities
+    threshold: float | None
+    history: list = field(default_factory=list)
+    model: object = None
+    val_report: dict = field(default_factory=dict)
+    selected: dict = field(default_factory=dict)
+
+
+def fit_on_split(data: Prepared, role: np.ndarray, kind: str = "resnet-mlp",
+                 model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
+                 callback=None, progress: bool = False) -> Fitted:
+    """Train ``kind`` (resnet-mlp, logreg or majority) on train people; choose on val people."""
+    r = role[data.rows]
+    tr, va = r == "train", r == "val"
+    X, y = data.X, data.y
+    n_classes = len(data.classes)
+    binary = n_classes == 2
+    if kind == "resnet-mlp":
+        mc = replace(model_config, n_features=X.shape[1], n_classes=n_classes)
+        model, history = fit(X[tr], y[tr], X[va], y[va], mc, train_config, callback=callback, progress=progress)
+        predict = lambda x: predict_proba(model, x)  # noqa: E731
+        selected = {"epoch": history[-1].get("best_epoch", len(history)) if history else 0}
+    elif kind == "logreg":
+        from .crossval import SelectedLogReg
+
+        best = None
+        for C in SelectedLogReg.GRID:
+            m = SelectedLogReg(n_classes)._make(C).fit(X[tr], y[tr])
+            lr = SelectedLogReg(n_classes)
+            lr.model_ = m
+            score = ev.classification_report(y[va], lr.predict_proba(X[va]), data.classes)["balanced_accuracy"]
+            if best is None or score > best[0]:
+                best = (score, C, lr)
+        model, history, selected = best[2], [], {"C": best[1]}
+        predict = model.predict_proba
+    elif kind == "majority":
+        from .crossval import Majority
+
+        model = Majority(n_classes).fit(X[tr], y[tr], None)
+        predict, history, selected = model.predict_proba, [], {"class": data.classes[model.class_]}
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    p_val = predict(X[va])
+    threshold = _threshold(y[va], p_val[:, 1]) if binary and kind != "majority" else (0.5 if binary else None)
+    val_report = ev.classification_report(y[va], p_val, data.classes, threshold) if va.any() else {}
+    return Fitted(kind, predict, threshold, history, model, val_report, {**selected, "threshold": threshold})
+
+
+def evaluate_on_split(data: Prepared, role: np.ndarray, fitted: Fitted, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Test-people metrics, bootstrap intervals by person, per-person accuracy, false alarms on other emotions."""
+    te = role[data.rows] == "test"
+    X, y, g = data.X[te], data.y[te], data.groups[te]
+    prob = fitted.predict(X)
+    report = ev.classification_report(y, prob, data.classes, fitted.threshold)
+    pred = ev.predict_with_threshold(prob, fitted.threshold)
+    report["balanced_accuracy_ci95"] = list(ev.bootstrap_ci(
+        y, pred, g, lambda a, b: ev.skm.balanced_accuracy_score(a, b), n_boot, seed))
+    report["accuracy_ci95"] = list(ev.bootstrap_ci(y, pred, g, lambda a, b: float((a == b).mean()), n_boot, seed))
+    if len(data.classes) == 2 and len(np.unique(y)) == 2:
+        report["auc_ci95"] = list(ev.bootstrap_ci(y, prob[:, 1], g, ev.skm.roc_auc_score, n_boot, seed))
+    report["n_test_people"] = int(len(np.unique(g)))
+    report["per_person"] = ev.per_person(y, pred, g).reset_index().to_dict(orient="records")
+    report["prob"], report["y"], report["pred"], report["groups"] = prob, y, pred, g
+    other = role[data.rows_other] == "test"
+    if len(data.classes) == 2 and other.any():
+        p_other = fitted.predict(data.X_other[other])[:, 1]
+        flagged = p_other >= (fitted.threshold if fitted.threshold is not None else 0.5)
+        emo = data.emotion_other[other]
+        report["false_alarm_other"] = float(flagged.mean())
+        report["false_alarm_by_emotion"] = {EMOTIONS.get(e, e): float(flagged[emo == e].mean()) for e in np.unique(emo)}
+        report["n_other_test"] = int(other.sum())
+    return report
+
+
+def public(report: dict) -> dict:
+    """The JSON-ready part of a report (arrays dropped)."""
+    return {k: v for k, v in report.items() if k not in ("prob", "y", "pred", "groups")}
+
+
+def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, variants: dict,
+            n_boot: int = 200, progress: bool = True) -> pd.DataFrame:
+    """Train and test each variant on the same split.
+
+    ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...).
+    Returns one row per variant with test accuracy, balanced accuracy (95% CI by person),
+    AUC, anxious recall and false alarms on other emotions.
+    """
+    from tqdm.auto import tqdm
+
+    rows = []
+    for name, v in tqdm(variants.items(), desc="variants", disable=not progress):
+        data = prepare(table, landmarks, v.get("protocol", Protocol()))
+        fitted = fit_on_split(data, role, v.get("kind", "resnet-mlp"), v.get("model_config", ModelConfig()),
+                              v.get("train_config", TrainConfig()))
+        rep = evaluate_on_split(data, role, fitted, n_boot=n_boot)
+        ci = rep["balanced_accuracy_ci95"]
+        rows.append({"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],
+                     "bal_acc_ci95": f"{ci[0]:.2f}–{ci[1]:.2f}", "auc": rep.get("auc"),
+                     "anxious_recall": rep["recall"].get("anxious"),
+                     "false_alarm_other": rep.get("false_alarm_other"), "selected": fitted.selected})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def checkpoint_meta(data: Prepared, table: pd.DataFrame, role: np.ndarray, split_info: dict,
+                    fitted: Fitted, train_config: TrainConfig, source: str) -> dict:
+    """Everything a checkpoint must carry to be used and understood later."""
+    tr = role[data.rows] == "train"
+    return {
+        "task": data.protocol.task, "classes": list(data.classes),
+        "normalization": normalization_meta(data.protocol.normalization), "features": data.protocol.features,
+        "calibration": data.protocol.calibration, "threshold": fitted.threshold,
+        "training_data": {"source": source, "label_policy": data.protocol.policy, "split": split_info,
+                          "train_photos": int(tr.sum()), "train_people": int(len(np.unique(data.groups[tr]))),
+                          "per_class_train": {c: int((data.y[tr] == i).sum()) for i, c in enumerate(data.classes)}},
+        "train_config": train_config.to_dict(),
+        "metrics": {"validation": {k: v for k, v in fitted.val_report.items() if k != "confusion"},
+                    "selected": fitted.selected},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

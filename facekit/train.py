@@ -1,0 +1,239 @@
+"""Stage 6, **train**: fit the ResNet MLP with noise injection, early-stopped on validation people.
+
+Everything is chosen on a validation split of *people* who are in neither the
+training nor the test set: the epoch to keep (early stopping on validation
+balanced accuracy), and the decision threshold (:mod:`facekit.evaluate`).
+
+:class:`ResNetMLPClassifier` wraps it in scikit-learn conventions: ``fit(X, y,
+groups=people)`` draws the validation people itself, ``fit`` returns ``self``,
+learned attributes end in ``_``, ``random_state`` fixes everything.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import ModelConfig, ResNetMLP
+from .normalize import mirror_index
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings.
+
+    ``noise_sigma`` is the standard deviation of the Gaussian noise added to every
+    landmark coordinate of every training sample, in the units of the features
+    (``kit`` units: the face's centroid size is 1).  The original system used
+    0.002 in its own units (largest nose-to-point distance = 1), which is about
+    0.004–0.005 in kit units; the kit's default is that, rounded.
+    ``mirror`` adds horizontally flipped copies of the training faces.
+    """
+
+    epochs: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    noise_sigma: float = 0.005
+    mirror: bool = True
+    balance_classes: bool = True
+    patience: int = 40
+    stop_epoch: int | None = None  # stop here, on the schedule of ``epochs`` (an epoch count chosen on validation)
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    recalls = [float((pred[y == c] == c).mean()) for c in range(n_classes) if (y == c).any()]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def _mirror_features(x: np.ndarray) -> np.ndarray:
+    """Features of the horizontally flipped faces (layout x, y[, z] per landmark)."""
+    shape = x.reshape(len(x), 478, -1)[:, mirror_index(), :].copy()
+    shape[..., 0] *= -1
+    return shape.reshape(len(x), -1)
+
+
+@torch.no_grad()
+def predict_proba(model: ResNetMLP, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities (N, n_classes) float32 for features (N, n_features)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(np.asarray(x[start:start + batch_size], dtype=np.float32), device=device)
+        out.append(torch.softmax(model(xb), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.n_classes), np.float32)
+
+
+def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
+        model_config: ModelConfig, config: TrainConfig = TrainConfig(),
+        callback: Callable[[dict], None] | None = None, progress: bool = False,
+        keep_val_proba: bool = False) -> tuple[ResNetMLP, list[dict]]:
+    """Train; returns the model at its best validation epoch and the per-epoch history.
+
+    x_*: (N, n_features) float32; y_*: (N,) int class indices.  Without validation
+    rows the last epoch is kept (or ``config.stop_epoch``).  ``callback`` gets each
+    epoch's history row (for live curves); ``keep_val_proba`` stores each epoch's
+    validation probabilities in the history (``val_proba``), for choosing an epoch
+    and a threshold across inner folds.  The same seed gives the same model on the
+    same machine.
+    """
+    from tqdm.auto import tqdm
+
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    x_train = np.asarray(x_train, np.float32)
+    y_train = np.asarray(y_train, np.int64)
+    if config.mirror:
+        x_train = np.concatenate([x_train, _mirror_features(x_train)])
+        y_train = np.concatenate([y_train, y_train])
+    model = ResNetMLP(model_config).to(device)
+    xt = torch.as_tensor(x_train, device=device)  # the data stays on the device: no loader overhead
+    yt = torch.as_tensor(y_train, device=device)
+    model.set_standardization(xt)
+    counts = np.bincount(y_train, minlength=model_config.n_classes).astype(np.float64)
+    weight = None
+    if config.balance_classes:
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+        weight = torch.as_tensor(w, dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(xt) / config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
+    # OneCycleLR divides by zero when the warm-up is exactly one step (pct_start × total_steps == 1)
+    pct_start = 0.1 if total_steps != 10 else 0.15
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps,
+                                                pct_start=pct_start, anneal_strategy="cos")
+    has_val = x_val is not None and len(x_val) > 0
+    history: list[dict] = []
+    best_key, best_state, best_epoch, since_best = None, None, 0, 0
+    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(xt), generator=gen).to(device)
+        total, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb, yb = xt[idx], yt[idx]
+            if config.noise_sigma > 0:
+                xb = xb + torch.randn(xb.shape, generator=gen).to(device) * config.noise_sigma
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+        if has_val:
+            prob = predict_proba(model, x_val)
+            yv = np.asarray(y_val)
+            row["val_loss"] = float(-np.log(np.clip(prob[np.arange(len(yv)), yv], 1e-7, 1)).mean())
+            pred = prob.argmax(1)
+            if keep_val_proba:
+                row["val_proba"] = prob
+            row["val_acc"] = float((pred == yv).mean())
+            row["val_bal_acc"] = _balanced_accuracy(yv, pred, model_config.n_classes)
+            key = (row["val_bal_acc"], -row["val_loss"])
+            if best_key is None or key > best_key:
+                best_key, best_epoch, since_best = key, epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+            row["best_epoch"] = best_epoch
+            bar.set_postfix(val_bal_acc=f"{row['val_bal_acc']:.3f}", best=best_epoch)
+        history.append(row)
+        if callback:
+            callback(row)
+        if has_val and since_best >= config.patience and not keep_val_proba:
+            break
+        if config.stop_epoch is not None and epoch + 1 >= config.stop_epoch:
+            break
+    if best_state is not None and not keep_val_proba:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, history
+
+
+class ResNetMLPClassifier:
+    """scikit-learn-style wrapper: ``fit(X, y, groups=people)`` → self; ``predict_proba``; ``predict``.
+
+    The validation people for early stopping are drawn from ``groups`` (a
+    ``val_fraction`` of the people); without ``groups`` every epoch is kept.
+    """
+
+    def __init__(self, model_config: ModelConfig | None = None, train_config: TrainConfig = TrainConfig(),
+                 val_fraction: float = 0.2, random_state: int = 0):
+        self.model_config = model_config
+        self.train_config = train_config
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None, X_val=None, y_val=None, callback=None, progress=False):
+        from .split import _draw_people
+
+        X = np.asarray(X, np.float32)
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        y_idx = np.searchsorted(self.classes_, y)
+        if X_val is None and groups is not None and len(np.unique(groups)) >= 3:
+            val = _draw_people(np.asarray(groups), self.val_fraction, self.random_state)
+            X, X_val, y_idx, yv = X[~val], X[val], y_idx[~val], y_idx[val]
+        else:
+            yv = None if y_val is None else np.searchsorted(self.classes_, np.asarray(y_val))
+        mc = self.model_config or ModelConfig()
+        mc = replace(mc, n_features=X.shape[1], n_classes=len(self.classes_))
+        tc = replace(self.train_config, seed=self.random_state)
+        self.model_, self.history_ = fit(X, y_idx, X_val, yv, mc, tc, callback=callback, progress=progress)
+        self.best_epoch_ = self.history_[-1].get("best_epoch", len(self.history_))
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return predict_proba(self.model_, np.asarray(X, np.float32))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def time_epoch(x: np.ndarray, y: np.ndarray, n_samples: int = 100_000, model_config: ModelConfig | None = None,
+               config: TrainConfig = TrainConfig(), device: str = "auto") -> dict:
+    """Seconds for one training epoch over ``n_samples`` rows (``x`` repeated to that many).
+
+    Training cost does not depend on the values, only on the shapes, so repeating
+    real rows measures the real thing.  Mirroring is off here so the count is exact.
+    """
+    reps = int(np.ceil(n_samples / len(x)))
+    xs = np.tile(np.asarray(x, np.float32), (reps, 1))[:n_samples]
+    ys = np.tile(np.asarray(y, np.int64), reps)[:n_samples]
+    mc = model_config or ModelConfig(n_features=xs.shape[1], n_classes=int(ys.max()) + 1)
+    cfg = replace(config, epochs=1, mirror=False, device=device)
+    t0 = time.perf_counter()
+    _, hist = fit(xs, ys, None, None, mc, cfg)
+    seconds = time.perf_counter() - t0
+    return {"samples": n_samples, "seconds_per_epoch": round(hist[0]["seconds"], 2),
+            "samples_per_second": round(n_samples / hist[0]["seconds"]), "with_setup_seconds": round(seconds, 2),
+            "device": str(pick_device(device)), "batch_size": cfg.batch_size, "threads": torch.get_num_threads()}
