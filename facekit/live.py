@@ -36,6 +36,7 @@ import statistics
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -417,6 +418,13 @@ class LivePipeline:
             height, width = rgb.shape[:2]
             mesh = face_mesh(not self.settings.tracking, self.settings.max_faces,
                              self.settings.min_detection_confidence)
+            if self.settings.tracking:
+                owner = getattr(mesh, "_facekit_live_owner", None)
+                if owner is None or owner() is not self:
+                    # This thread's tracking FaceMesh last followed another stream: start it afresh, or its
+                    # first frames here would be searched where that stream's face was.
+                    mesh.reset()
+                    mesh._facekit_live_owner = weakref.ref(self)
             faces = [to_pixels(f, width, height) for f in find_faces(rgb, mesh)]
             t2 = time.perf_counter()
             timings["facemesh"] = (t2 - t1) * 1000
@@ -451,12 +459,13 @@ class LivePipeline:
         timings["normalise"] = (t3 - t2) * 1000
         predictor = self.active
         if predictor is None:
+            faces = f"; {result.message}" if result.state == "multiple_faces" else ""
             if self.personal is not None:
                 result.state = "needs_calibration"
                 result.message = ("calibrating: hold a neutral face" if collecting or self.calibration == "collecting"
-                                  else STATES["needs_calibration"])
+                                  else STATES["needs_calibration"]) + faces
             else:
-                result.state, result.message = "no_model", STATES["no_model"]
+                result.state, result.message = "no_model", STATES["no_model"] + faces
             return
         shape = personal_shape if predictor is self.personal else plain_shape
         with _one_torch_thread():

@@ -95,6 +95,7 @@ class LiveWidget(anywidget.AnyWidget):
         self._latest: FrameResult | None = None
         self.on_msg(self._on_msg)
         self._refresh_model()
+        self._sync_calibration()
 
     # ------------------------------------------------------------------ Python API
     def load(self, predictor=None, personal=None) -> None:

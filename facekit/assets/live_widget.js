@@ -327,22 +327,63 @@ function render({ model, el }) {
     });
   }
 
+  // JPEG encoding runs in a worker when the browser can (OffscreenCanvas), so that the page's own thread
+  // stays free to handle the kernel's answers; else on the page with canvas.toBlob.
+  const ENCODER = `self.onmessage = async (e) => {
+    const { bitmap, quality, id } = e.data;
+    try {
+      const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+      canvas.getContext("2d").drawImage(bitmap, 0, 0);
+      bitmap.close();
+      const buffer = await (await canvas.convertToBlob({ type: "image/jpeg", quality })).arrayBuffer();
+      self.postMessage({ id, buffer }, [buffer]);
+    } catch (err) { self.postMessage({ id, error: String(err) }); }
+  };`;
+  let encoder = null;
+  const encoding = new Map();
+  try {
+    if (typeof OffscreenCanvas !== "undefined" && typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
+      const url = URL.createObjectURL(new Blob([ENCODER], { type: "text/javascript" }));
+      encoder = new Worker(url);
+      URL.revokeObjectURL(url);
+      encoder.onmessage = (e) => {
+        const resolve = encoding.get(e.data.id);
+        encoding.delete(e.data.id);
+        if (resolve) resolve(e.data.buffer || null);
+      };
+      encoder.onerror = () => { encoder = null; for (const r of encoding.values()) r(null); encoding.clear(); };
+    }
+  } catch (err) { encoder = null; }
+  let encodeSeq = 0;
+
   const grab = document.createElement("canvas");
+  async function encode(w, h) {
+    if (encoder) {
+      const bitmap = await createImageBitmap(video);
+      const id = ++encodeSeq;
+      const buffer = await new Promise((resolve) => {
+        encoding.set(id, resolve);
+        encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id }, [bitmap]);
+      });
+      if (buffer) return buffer;
+    }
+    if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
+    grab.getContext("2d").drawImage(video, 0, 0, w, h);
+    const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
+    return blob ? await blob.arrayBuffer() : null;
+  }
+
   async function capture(myRun) {
     // The next camera frame not sent yet, as JPEG bytes (null when stopped).
-    const gctx = grab.getContext("2d");
     const began = performance.now();
     while (myRun === runId && !disposed) {
       if (video.readyState < 2 || !video.videoWidth) { await sleep(20); continue; }
       await nextVideoFrame();
       if (myRun !== runId) return null;
       const w = video.videoWidth, h = video.videoHeight;
-      if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
-      gctx.drawImage(video, 0, 0, w, h);
       const t = performance.now();  // the frame's timestamp: the kernel smooths in this time
-      const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
-      if (!blob) continue;
-      const buffer = await blob.arrayBuffer();
+      const buffer = await encode(w, h);
+      if (!buffer) continue;
       captureMs.push(performance.now() - began);
       if (captureMs.length > 30) captureMs.shift();
       return { t, w, h, buffer };
@@ -423,8 +464,8 @@ function render({ model, el }) {
   const schedule = () => {
     if (scheduled) return;
     scheduled = true;
-    requestAnimationFrame(() => { scheduled = false; if (!disposed) update(); });
-    setTimeout(() => { if (scheduled) { scheduled = false; update(); } }, 250);  // hidden tabs get no frames
+    // the text at most 10 times a second: the page's thread is needed for the frames
+    setTimeout(() => { scheduled = false; if (!disposed) update(); }, 100);
   };
   const onChange = {};
   for (const key of keys) {
@@ -437,6 +478,7 @@ function render({ model, el }) {
   return () => {
     disposed = true;
     stopBrowser(false);
+    if (encoder) encoder.terminate();
     model.off("msg:custom", onMessage);
     for (const key of keys) model.off(`change:${key}`, onChange[key]);
   };
