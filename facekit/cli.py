@@ -76,6 +76,7 @@ def cmd_crossval(args) -> int:
 
     from .crossval import Protocol, crossval, prepare
     from .normalize import NormalizeSettings
+    from .train import TrainConfig
 
     df = _index(args)
     chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
@@ -83,7 +84,9 @@ def cmd_crossval(args) -> int:
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
-    result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds)
+    train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
+    result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
+                      train_config=train_config)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
+    p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)

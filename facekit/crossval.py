@@ -307,6 +307,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
             EMOTIONS.get(e, e): float(flagged[data.emotion_other[done] == e].mean())
             for e in np.unique(data.emotion_other[done])}
         result["n_other_scored"] = int(done.sum())
+    if data.protocol.task == "anxious-vs-rest":  # the rest includes other emotions: how often are they "anxious"?
+        result.update(_rest_false_alarms(pred, data.emotion))
     per = ev.per_person(y, pred, g)
     per["fold"] = [int(fold_of[g == p][0]) for p in per.index]
     result["per_person"] = per.reset_index().to_dict(orient="records")
@@ -315,6 +317,18 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["runtime_s"] = round(time.time() - t0, 1)
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
     return result
+
+
+def _rest_false_alarms(pred: np.ndarray, emotion: np.ndarray) -> dict:
+    """For anxious-vs-rest: the share of each non-anxious emotion predicted anxious (neutral apart)."""
+    other = ~np.isin(emotion, ["중립", "불안"])
+    out = {"false_alarm_other": float((pred[other] == 1).mean()) if other.any() else None,
+           "false_alarm_by_emotion": {EMOTIONS.get(e, e): float((pred[emotion == e] == 1).mean())
+                                      for e in np.unique(emotion) if e != "불안"},
+           "n_other_scored": int(other.sum())}
+    if (emotion == "중립").any():
+        out["false_alarm_neutral"] = float((pred[emotion == "중립"] == 1).mean())
+    return out
 
 
 def _report_from_pred(y, pred, prob, classes) -> dict:

@@ -28,7 +28,12 @@ def roles_for(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, dict]:
     splits = set(table["split"].dropna())
     if {"Training", "Validation"} <= splits:
         return official_split(table, seed=seed)
-    role = person_split(table["person"].astype(str).to_numpy(), val_fraction=0.15, test_fraction=0.2, seed=seed)
+    usable = table["person"].notna().to_numpy()
+    if "problem" in table:
+        usable &= table["problem"].isna().to_numpy()
+    role = np.full(len(table), "excluded", dtype=object)
+    role[usable] = person_split(table.loc[usable, "person"].astype(str).to_numpy(), val_fraction=0.15,
+                                test_fraction=0.2, seed=seed)
     info = {"protocol": "random split by person: 65% train, 15% val, 20% test people"}
     for r in ("train", "val", "test"):
         info[f"{r}_people"] = int(table.loc[role == r, "person"].nunique())
@@ -110,6 +115,10 @@ def evaluate_on_split(data: Prepared, role: np.ndarray, fitted: Fitted, n_boot: 
     report["n_test_people"] = int(len(np.unique(g)))
     report["per_person"] = ev.per_person(y, pred, g).reset_index().to_dict(orient="records")
     report["prob"], report["y"], report["pred"], report["groups"] = prob, y, pred, g
+    if data.protocol.task == "anxious-vs-rest":
+        from .crossval import _rest_false_alarms
+
+        report.update(_rest_false_alarms(pred, data.emotion[te]))
     other = role[data.rows_other] == "test"
     if len(data.classes) == 2 and other.any():
         p_other = fitted.predict(data.X_other[other])[:, 1]

@@ -52,7 +52,7 @@ def official_split(table: pd.DataFrame, val_fraction: float = 0.15, seed: int = 
     """
     leaked = shared_people(table)
     # rows the index marks with a problem (e.g. Thumbs.db, no person) take no role
-    usable = table["person"].notna().to_numpy()
+    usable = table["person"].notna().to_numpy().copy()
     if "problem" in table:
         usable &= table["problem"].isna().to_numpy()
     split = table["split"].to_numpy()

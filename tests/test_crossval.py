@@ -1,0 +1,230 @@
+"""Cross-validation by person: prepare, the three tasks, the result's fields, and the command line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from facekit import synthetic
+from facekit.checkpoint import features
+from facekit.crossval import Protocol, crossval, prepare
+from facekit.labels import EMOTIONS
+from facekit.model import ModelConfig
+from facekit.normalize import NormalizeSettings, normalize
+from facekit.train import TrainConfig
+
+torch.set_num_threads(1)
+threadpool_limits(1)  # BLAS threads fight on a shared machine: logreg is ~20× slower
+
+REQUIRED = ("accuracy", "balanced_accuracy", "recall", "auc", "n_images", "n_people", "n_failed", "per_person",
+            "folds_detail")
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """8 synthetic people × (3 neutral, 3 anxious, 1 happy, 1 angry).  The extra emotions are relabelled
+    neutral/anxious photos: only the labels matter to the bookkeeping tested here."""
+    table, landmarks = synthetic.make_dataset(n_people=8, photos_per_emotion=4, seed=0)
+    table.loc[table["photo_id"] == 3, "emotion"] = "기쁨"
+    table.loc[table["photo_id"] == 1003, "emotion"] = "분노"
+    return table, landmarks
+
+
+@pytest.fixture(scope="module")
+def binary(dataset):
+    return prepare(*dataset, Protocol(task="binary"))
+
+
+def test_prepare_counts_and_failed_photos(dataset):
+    table, landmarks = dataset
+    table, landmarks = table.copy(), landmarks.copy()
+    table.loc[0, "status"] = "no_face"  # a neutral photo of syn-0000 without landmarks
+    landmarks[0] = np.nan
+    data = prepare(table, landmarks, Protocol(task="binary"))
+    assert data.classes == ("neutral", "anxious")
+    assert data.counts["n_failed"] == 1 and data.counts["n_rows"] == 64
+    assert data.counts["n_images"] == 47 == len(data.y) == len(data.X)
+    assert data.counts["per_class"] == {"neutral": 23, "anxious": 24}
+    assert data.counts["n_people"] == 8 and data.counts["n_other_emotions"] == 16
+    assert set(data.emotion_other) == {"기쁨", "분노"} and len(data.X_other) == 16
+    assert 0 not in data.rows and np.isfinite(data.X).all()
+    # the rows point back into the table, and X is the normalised landmarks of those rows
+    assert (table.loc[data.rows, "person"].to_numpy() == data.groups).all()
+    expected = features(normalize(landmarks[data.rows[:3]], NormalizeSettings("kit", align=True)))
+    np.testing.assert_allclose(data.X[:3], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("task,classes,n_images,per_class", [
+    ("binary", ["neutral", "anxious"], 48, {"neutral": 24, "anxious": 24}),
+    ("anxious-vs-rest", ["rest", "anxious"], 64, {"rest": 40, "anxious": 24}),
+    ("7class", list(EMOTIONS.values()), 64, {"happy": 8, "embarrassed": 0, "angry": 8, "anxious": 24, "hurt": 0,
+                                            "sad": 0, "neutral": 24}),
+])
+def test_tasks_give_their_classes(dataset, task, classes, n_images, per_class):
+    data = prepare(*dataset, Protocol(task=task))
+    assert list(data.classes) == classes
+    assert data.counts["n_images"] == n_images and data.counts["per_class"] == per_class
+    result = crossval(data, folds=4, model="majority", progress=False, n_boot=50)
+    assert result["classes"] == classes and list(result["recall"]) == classes
+    assert result["n_images"] == n_images and result["task"] == task
+    if task == "binary":
+        assert result["n_other_scored"] == 16
+    else:  # every labelled photo is in the task: nothing is left out as "other"
+        assert data.counts["n_other_emotions"] == 0 and len(data.X_other) == 0
+    if task == "anxious-vs-rest":
+        # 불안 is the positive class, everything else (neutral included) the rest
+        anxious = data.emotion == "불안"
+        assert (data.y[anxious] == 1).all() and (data.y[~anxious] == 0).all()
+        # false alarms are counted on the rest's non-neutral emotions; the majority (rest) never fires
+        assert result["n_other_scored"] == 16 and result["false_alarm_other"] == 0.0
+        assert result["false_alarm_neutral"] == 0.0
+        assert set(result["false_alarm_by_emotion"]) == {"happy", "angry", "neutral"}
+    if task == "7class":
+        assert "false_alarm_other" not in result
+
+
+def _check_result(result, data):
+    for key in REQUIRED:
+        assert key in result, key
+    json.dumps(result)  # JSON-ready as it is
+    people = set(data.groups)
+    assert result["n_people"] == len(people) and result["n_images"] == len(data.y)
+    assert list(result["recall"]) == list(data.classes)
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["balanced_accuracy"] <= 1
+    # folds never share a person, and every person is tested in exactly one fold
+    seen = []
+    for fold in result["folds_detail"]:
+        seen += fold["test_people"]
+        rows = np.isin(data.groups, fold["test_people"])
+        assert fold["n_test"] == rows.sum() and fold["n_train"] == (~rows).sum()
+    assert sorted(seen) == sorted(people)
+    assert len(result["folds_detail"]) == result["n_folds"]
+    fold_of = {p: f["fold"] for f in result["folds_detail"] for p in f["test_people"]}
+    per = result["per_person"]
+    assert sorted(r["person"] for r in per) == sorted(people)
+    for row in per:
+        assert row["fold"] == fold_of[row["person"]]
+        assert row["photos"] == (data.groups == row["person"]).sum()
+    # the pooled accuracy is the per-person table's
+    assert sum(r["correct"] for r in per) / sum(r["photos"] for r in per) == pytest.approx(result["accuracy"])
+    assert np.sum(result["confusion"]) == len(data.y)
+    if len(data.classes) == 2:
+        lo, hi = result["balanced_accuracy_ci95"]
+        assert lo <= hi
+
+
+FAST_MLP = dict(model_config=ModelConfig(hidden=32, blocks=1), train_config=TrainConfig(epochs=4, batch_size=32))
+
+
+@pytest.mark.parametrize("model,kwargs", [
+    ("majority", {}),
+    ("logreg", {"inner_folds": 2}),
+    ("resnet-mlp", {"inner_folds": 1, **FAST_MLP}),
+])
+def test_crossval_result(binary, model, kwargs):
+    result = crossval(binary, folds=4, model=model, progress=False, n_boot=100, **kwargs)
+    _check_result(result, binary)
+    assert result["model"] == model and result["n_folds"] == 4
+    # other emotions of the test people are scored by their fold's model
+    assert 0 <= result["false_alarm_other"] <= 1 and result["n_other_scored"] == 16
+    assert set(result["false_alarm_by_emotion"]) == {"happy", "angry"}
+    if model == "majority":
+        # equal classes: the majority is class 0 (neutral), so it never calls anything anxious
+        assert result["balanced_accuracy"] == 0.5 and result["recall"] == {"neutral": 1.0, "anxious": 0.0}
+        assert result["false_alarm_other"] == 0.0
+    if model == "logreg":
+        assert all(f["C"] in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0) for f in result["folds_detail"])
+        assert result["balanced_accuracy"] > 0.5  # synthetic faces are learnable
+    if model == "resnet-mlp":
+        assert all(1 <= f["epoch"] <= 4 for f in result["folds_detail"])
+
+
+def test_crossval_is_deterministic(binary):
+    a = crossval(binary, folds=4, model="logreg", inner_folds=2, progress=False, n_boot=50, seed=3)
+    b = crossval(binary, folds=4, model="logreg", inner_folds=2, progress=False, n_boot=50, seed=3)
+    for key in ("accuracy", "balanced_accuracy", "auc", "per_person", "folds_detail", "false_alarm_other"):
+        assert a[key] == b[key], key
+
+
+def test_loso(binary):
+    result = crossval(binary, folds="loso", model="majority", progress=False, n_boot=50)
+    _check_result(result, binary)
+    assert result["n_folds"] == 8 and all(len(f["test_people"]) == 1 for f in result["folds_detail"])
+    assert result["protocol"]["folds"] == "loso"
+
+
+def test_personal_neutral_protocol(dataset):
+    table, landmarks = dataset
+    table = table.copy()
+    # syn-0000 keeps a single neutral photo: it cannot be calibrated, their other photos can
+    table.loc[(table["person"] == "syn-0000") & table["photo_id"].isin([1, 2]), "emotion"] = "슬픔"
+    data = prepare(table, landmarks, Protocol(task="binary", calibration="personal-neutral"))
+    assert data.counts["n_uncalibrated"] == 1
+    assert data.counts["per_class"] == {"neutral": 21, "anxious": 24}
+    settings = NormalizeSettings("kit", align=True)
+    shapes = normalize(landmarks, settings)
+    person = table["person"].to_numpy()
+    neutral = (table["emotion"] == "중립").to_numpy()
+    for k in np.flatnonzero(data.y == 1)[:3]:
+        row = data.rows[k]
+        ref = shapes[neutral & (person == person[row])].mean(axis=0)
+        np.testing.assert_allclose(data.X[k], features((shapes[row] - ref)[None])[0], atol=1e-5)
+    result = crossval(data, folds=4, model="majority", progress=False, n_boot=20)
+    assert result["protocol"]["calibration"] == "personal-neutral" and result["n_uncalibrated"] == 1
+    with pytest.raises(ValueError, match="calibration"):
+        prepare(table, landmarks, Protocol(calibration="per-photo"))
+
+
+def test_folds_larger_than_people_is_an_error(binary):
+    with pytest.raises(ValueError, match="--folds 9"):
+        crossval(binary, folds=9, model="majority", progress=False)
+
+
+# ----------------------------------------------------------------------------- command line on JAFFE
+
+
+@pytest.fixture(scope="module")
+def jaffe_cli(jaffe_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crossval_cli")
+    out, cache = tmp / "jaffe.json", tmp / "cache"
+    env = dict(os.environ, FACEKIT_CACHE=str(cache), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    args = [sys.executable, "-m", "facekit", "crossval", str(jaffe_root), "--out", str(out), "--cache", str(cache),
+            "--model", "resnet-mlp", "--folds", "3", "--inner-folds", "1", "--epochs", "3", "--workers", "1"]
+    proc = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    return proc, out, cache
+
+
+def test_cli_crossval_on_jaffe(jaffe_cli):
+    proc, out, cache = jaffe_cli
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out}" in proc.stdout
+    assert "folds" in proc.stderr  # the progress bar
+    result = json.loads(out.read_text())
+    for key in REQUIRED:
+        assert key in result, key
+    assert result["task"] == "binary" and result["classes"] == ["neutral", "anxious"]
+    assert result["n_images"] == 62 and result["n_people"] == 10
+    assert isinstance(result["n_failed"], int) and result["n_failed"] >= 0
+    assert result["source"] == "jaffe" and result["model"] == "resnet-mlp"
+    assert set(result["recall"]) == {"neutral", "anxious"}
+    assert 0 <= result["auc"] <= 1 and 0 <= result["balanced_accuracy"] <= 1
+    # folds never share a person, and every person is in exactly one fold
+    folds = [set(f["test_people"]) for f in result["folds_detail"]]
+    assert len(folds) == 3 == result["n_folds"]
+    assert sum(len(f) for f in folds) == len(set().union(*folds)) == 10
+    assert sum(f["n_test"] for f in result["folds_detail"]) == 62
+    per = result["per_person"]
+    assert sorted(r["person"] for r in per) == sorted(set().union(*folds))
+    assert sum(r["photos"] for r in per) == 62
+    # JAFFE has five other expressions: the binary model's false alarms on them
+    assert 0 <= result["false_alarm_other"] <= 1
+    assert result["n_other_scored"] == result["n_other_emotions"] > 0
+    assert set(result["false_alarm_by_emotion"]) <= set(EMOTIONS.values()) - {"neutral", "anxious"}
+    assert any(Path(cache).rglob("*")), "the landmark cache was filled"

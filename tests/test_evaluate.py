@@ -1,0 +1,185 @@
+"""Metrics against scikit-learn on fixed inputs, the validation threshold, bootstrap by person."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
+
+from facekit import evaluate as ev
+
+Y2 = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 0])
+P2 = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.7, 0.45, 0.9, 0.6, 0.55, 0.3, 0.05])
+PROB2 = np.stack([1 - P2, P2], axis=1)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.42, 0.7])
+def test_binary_report_matches_sklearn(threshold):
+    rep = ev.classification_report(Y2, PROB2, ("neutral", "anxious"), threshold)
+    pred = (P2 >= (0.5 if threshold is None else threshold)).astype(int)
+    assert rep["n"] == 12 and rep["threshold"] == threshold
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(Y2, pred))
+    assert rep["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(Y2, pred))
+    p, r, f, s = skm.precision_recall_fscore_support(Y2, pred, labels=[0, 1], zero_division=0)
+    for i, name in enumerate(("neutral", "anxious")):
+        assert rep["precision"][name] == pytest.approx(p[i])
+        assert rep["recall"][name] == pytest.approx(r[i])
+        assert rep["f1"][name] == pytest.approx(f[i])
+        assert rep["support"][name] == s[i]
+    assert rep["confusion"] == skm.confusion_matrix(Y2, pred).tolist()
+    assert rep["auc"] == pytest.approx(skm.roc_auc_score(Y2, P2))
+    assert rep["average_precision"] == pytest.approx(skm.average_precision_score(Y2, P2))
+
+
+def test_thresholds_change_predictions_not_aucs():
+    low = ev.classification_report(Y2, PROB2, ("neutral", "anxious"), 0.3)
+    high = ev.classification_report(Y2, PROB2, ("neutral", "anxious"), 0.85)
+    assert low["recall"]["anxious"] == 1.0 and high["recall"]["anxious"] == 0.2
+    assert low["auc"] == high["auc"]
+
+
+def test_three_class_report_matches_sklearn():
+    rng = np.random.default_rng(4)
+    y = np.array([0, 1, 2] * 8 + [0, 2])
+    prob = rng.dirichlet([1, 1, 1], size=len(y))
+    prob[np.arange(len(y)), y] += rng.uniform(0, 0.8, len(y))  # better than chance, not perfect
+    prob /= prob.sum(1, keepdims=True)
+    classes = ("neutral", "anxious", "happy")
+    rep = ev.classification_report(y, prob, classes)
+    pred = prob.argmax(1)
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert rep["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
+    assert [rep["precision"][c] for c in classes] == pytest.approx(list(p))
+    assert [rep["recall"][c] for c in classes] == pytest.approx(list(r))
+    assert [rep["f1"][c] for c in classes] == pytest.approx(list(f))
+    assert [rep["support"][c] for c in classes] == list(s)
+    assert rep["confusion"] == skm.confusion_matrix(y, pred, labels=[0, 1, 2]).tolist()
+    assert rep["auc"] == pytest.approx(skm.roc_auc_score(y, prob, multi_class="ovr", average="macro"))
+    assert 0.5 < rep["auc"] < 1
+    # a threshold means nothing with three classes: argmax
+    assert ev.classification_report(y, prob, classes, 0.9)["accuracy"] == rep["accuracy"]
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_binary_report_with_one_class_present_has_no_auc():
+    rep = ev.classification_report(np.zeros(4, int), PROB2[:4], ("neutral", "anxious"))
+    assert math.isnan(rep["auc"]) and math.isnan(rep["average_precision"])
+    assert rep["recall"]["anxious"] == 0.0 and rep["support"]["anxious"] == 0
+
+
+def test_predict_with_threshold():
+    np.testing.assert_array_equal(ev.predict_with_threshold(PROB2, 0.45), (P2 >= 0.45).astype(int))
+    np.testing.assert_array_equal(ev.predict_with_threshold(PROB2), PROB2.argmax(1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), n=st.integers(2, 30))
+def test_choose_threshold_maximises_balanced_accuracy(data, n):
+    y = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    p = np.array(data.draw(st.lists(st.sampled_from(np.round(np.linspace(0, 1, 21), 2).tolist()),
+                                    min_size=n, max_size=n)))
+    t = ev.choose_threshold(y, p)
+    if len(np.unique(y)) < 2:
+        assert t == 0.5
+        return
+
+    def score(th):  # balanced accuracy, by hand (sklearn's is checked above; this is faster)
+        pred = p >= th
+        return (pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2
+
+    grid = np.concatenate([np.linspace(-0.0125, 1.0125, 83), p, [0.5]])
+    best = max(score(th) for th in grid)
+    assert score(t) == pytest.approx(best)
+    # ties: the candidate closest to 0.5
+    tied = [c for c in np.unique(np.concatenate([p, [0.5]])) if score(c) == pytest.approx(best)]
+    assert abs(t - 0.5) <= min(abs(c - 0.5) for c in tied) + 1e-12
+
+
+def test_choose_threshold_on_fixed_input():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.55, 0.65, 0.6, 0.7, 0.9])
+    # 0.7 misses one anxious photo, 0.6 one neutral: equal balanced accuracy (5/6), 0.6 is closer to 0.5;
+    # 0.5 itself calls two neutral photos anxious
+    assert ev.choose_threshold(y, p) == 0.6
+    assert ev.choose_threshold(np.ones(4, int), np.array([0.1, 0.2, 0.3, 0.4])) == 0.5
+
+
+def _accuracy(a, b):
+    return float((a == b).mean())
+
+
+def _photo_bootstrap(y, pred, metric, n_boot, seed=0):
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[pick])) == 2:
+            vals.append(metric(y[pick], pred[pick]))
+    return np.quantile(vals, 0.025), np.quantile(vals, 0.975)
+
+
+def test_bootstrap_resamples_people_not_photos():
+    """Every person is right on exactly half of their photos: resampling people can only give 0.5,
+    resampling photos gives a spread."""
+    groups = np.repeat([f"p{i}" for i in range(8)], 4)
+    y = np.tile([0, 0, 1, 1], 8)
+    pred = np.tile([0, 1, 1, 0], 8)
+    for metric in (_accuracy, skm.balanced_accuracy_score):
+        lo, hi = ev.bootstrap_ci(y, pred, groups, metric, n_boot=300, seed=0)
+        assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    plo, phi = _photo_bootstrap(y, pred, _accuracy, 300)
+    assert phi - plo > 0.2
+
+
+def test_bootstrap_with_one_person_holding_most_photos():
+    """One person (50 photos, all right) and nine with 2 photos each, all wrong: the pooled accuracy is
+    50/68, but a third of person resamples hold no photo of the big person."""
+    groups = np.array(["big"] * 50 + [f"p{i}" for i in range(9) for _ in range(2)])
+    y = np.array([0, 1] * 34)
+    pred = np.where(groups == "big", y, 1 - y)
+    point = _accuracy(y, pred)
+    assert point == pytest.approx(50 / 68)
+    lo, hi = ev.bootstrap_ci(y, pred, groups, _accuracy, n_boot=400, seed=3)
+    plo, phi = _photo_bootstrap(y, pred, _accuracy, 400)
+    assert lo <= point <= hi and plo <= point <= phi
+    assert lo < 0.1 < 0.5 < plo  # photos alone would claim far more certainty
+    assert (hi - lo) > 2 * (phi - plo)
+    assert ev.bootstrap_ci(y, pred, groups, _accuracy, n_boot=400, seed=3) == (lo, hi)
+
+
+def test_bootstrap_auc_by_person_deterministic():
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"p{i}" for i in range(15)], 6)
+    y = np.tile([0, 1], 45)
+    p = np.clip(0.5 * y + rng.uniform(0, 0.6, len(y)), 0, 1)
+    point = skm.roc_auc_score(y, p)
+    a = ev.bootstrap_ci(y, p, groups, skm.roc_auc_score, n_boot=200, seed=1)
+    assert a == ev.bootstrap_ci(y, p, groups, skm.roc_auc_score, n_boot=200, seed=1)
+    assert a[0] < point < a[1] <= 1
+    assert a != ev.bootstrap_ci(y, p, groups, skm.roc_auc_score, n_boot=200, seed=2)
+
+
+def test_bootstrap_without_both_classes_is_nan():
+    lo, hi = ev.bootstrap_ci(np.zeros(6, int), np.zeros(6, int), np.arange(6), _accuracy, n_boot=20)
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+def test_false_alarm_rate():
+    assert ev.false_alarm_rate(np.array([0.1, 0.6, 0.5, 0.9]), 0.5) == 0.75
+    assert ev.false_alarm_rate(np.array([0.1, 0.6, 0.5, 0.9]), 0.95) == 0.0
+    assert math.isnan(ev.false_alarm_rate(np.array([]), 0.5))
+
+
+def test_per_person():
+    y = np.array([0, 1, 1, 0, 1, 0])
+    pred = np.array([0, 1, 0, 1, 1, 0])
+    groups = np.array(["a", "a", "a", "b", "c", "c"])
+    table = ev.per_person(y, pred, groups)
+    assert list(table.index) == ["b", "a", "c"]  # worst first
+    assert table.loc["a", "photos"] == 3 and table.loc["a", "correct"] == 2
+    assert table.loc["a", "accuracy"] == pytest.approx(2 / 3)
+    assert table.loc["b", "accuracy"] == 0.0 and table.loc["c", "accuracy"] == 1.0
