@@ -28,7 +28,7 @@ def roles_for(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, dict]:
     splits = set(table["split"].dropna())
     if {"Training", "Validation"} <= splits:
         return official_split(table, seed=seed)
-    usable = table["person"].notna().to_numpy()
+    usable = table["person"].notna().to_numpy().copy()  # pandas 3 hands out read-only arrays
     if "problem" in table:
         usable &= table["problem"].isna().to_numpy()
     role = np.full(len(table), "excluded", dtype=object)
