@@ -263,6 +263,7 @@ class LiveWidget(anywidget.AnyWidget):
                 self.state, self.message = state, str(content.get("message") or STATES[state])
 
     def _on_frame(self, content: dict, buffers) -> None:
+        entered = time.perf_counter()
         ack = {"type": "ack", "id": content.get("id")}
         points = b""
         try:
@@ -278,6 +279,7 @@ class LiveWidget(anywidget.AnyWidget):
                 self.state, self.message = "source_error", f"the kernel failed on a frame: {type(exc).__name__}: {exc}"
             ack.update(state="source_error")
         finally:
+            ack["handler_ms"] = round((time.perf_counter() - entered) * 1000, 2)  # the kernel's whole share
             self.send(ack, buffers=[points])
 
     def _on_source_result(self, result: FrameResult, frame) -> None:

@@ -78,6 +78,8 @@ function render({ model, el }) {
   const pending = new Map();          // ack id → resolve
   const ackTimes = [];                // wall times of recent acks (fps)
   let roundTrip = null;
+  const handlerMs = [];  // the kernel's whole time per frame message (pipeline, traits, ack)
+  const tripMs = [];     // send → ack in the browser
   let points = new Float32Array(0);
   let others = [];
   let frameSize = [640, 480];
@@ -207,6 +209,8 @@ function render({ model, el }) {
     el.dataset.running = String(running);
     el.dataset.calibration = calibration;
     el.dataset.captureMs = fmt(median(captureMs), 1);
+    el.dataset.roundTripMs = fmt(median(tripMs), 1);
+    el.dataset.handlerMs = fmt(median(handlerMs), 1);
     el.dataset.cameraFps = fmt(videoFrames.length > 1 ? (videoFrames.length - 1) /
       ((videoFrames[videoFrames.length - 1] - videoFrames[0]) / 1000) : null, 1);
 
@@ -230,7 +234,8 @@ function render({ model, el }) {
     const parts = STAGES.map(([k, name]) => `${name} ${fmt(lat[k], 1)}`).join(" · ");
     const kernelFps = model.get("fps");
     statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms, median of the last frames (${parts})` +
-      (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(roundTrip, 0)} ms · browser capture and JPEG ` +
+      (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(median(tripMs), 0)} ms (kernel handler ` +
+        `${fmt(median(handlerMs), 1)} ms) · browser capture and JPEG ` +
         `${el.dataset.captureMs} ms · camera ${el.dataset.cameraFps} fps` : "") +
       ` · frames ${cur("frames")} · with a face ${cur("faces")}`;
     calibBadge.textContent = calibration === "on" ? "calibrated" : calibration === "collecting" ? "calibrating…" : "";
@@ -414,6 +419,9 @@ function render({ model, el }) {
       }
       const now = performance.now();
       roundTrip = now - sent;
+      handlerMs.push(ack.msg.handler_ms || 0);
+      tripMs.push(roundTrip);
+      if (handlerMs.length > 30) { handlerMs.shift(); tripMs.shift(); }
       ackTimes.push(now);
       frameSize = [frame.w, frame.h];
       showResult(ack.msg, ack.buffers[0]);
