@@ -315,7 +315,7 @@ class LivePipeline:
 
     def _no_personal_message(self) -> str:
         return ("Calibrate needs a personal-neutral checkpoint (a model trained on faces relative to each "
-                "person's own neutral face, e.g. weights/demo_binary_personal.pt); none is loaded, so the "
+                "person's own neutral face, such as weights/demo_binary_personal.pt); none is loaded, so the "
                 "plain model stays in use")
 
     # -- calibration

@@ -182,6 +182,10 @@ class Lab:
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={notebook_dir}", "--IdentityProvider.token=",
                "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        if os.environ.get("FACEKIT_LAB_NODELAY", "1") != "0":  # as ./kit lab starts it (facekit/lab.py)
+            from facekit.lab import FLAG
+
+            cmd.append(FLAG)
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         self.log = open(tmp / "jupyterlab.log", "w")
@@ -371,6 +375,7 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
     fps = {"browser_fps_frames_acked": round(kernel_frames / elapsed, 2),
            "browser_fps_panel": _number(last["fps"]), "seconds_watched": round(elapsed, 1),
            "frames": kernel_frames, "frame_size": "640x480", "camera_fps": CLIP_FPS, "clip": info["clip"],
+           "server_tcp_nodelay": os.environ.get("FACEKIT_LAB_NODELAY", "1") != "0",
            "round_trip_ms": _number(last.get("roundTripMs")), "kernel_handler_ms": _number(last.get("handlerMs")),
            "browser_capture_ms": _number(last.get("captureMs")), "camera_fps_seen": _number(last.get("cameraFps")),
            "kernel_summary": kernel_summary, "cell_answer_ms_while_streaming": round(asked["ms"]),

@@ -38,7 +38,8 @@ function render({ model, el }) {
   const mirror = make("div", "fk-mirror", stageBox);
   const video = make("video", "fk-video", mirror);
   video.muted = true; video.playsInline = true; video.autoplay = true;
-  const view = make("canvas", "fk-view", mirror);       // kernel sources: the frame the kernel saw
+  const view = make("canvas", "fk-view", mirror);       // the frame the kernel analysed
+  view.width = 640; view.height = 480;
   const overlay = make("canvas", "fk-overlay", mirror); // landmarks over either
   const banner = make("div", "fk-banner", stageBox);
 
@@ -248,8 +249,8 @@ function render({ model, el }) {
     stopBtn.disabled = !running;
     if (document.activeElement !== tauInput) tauInput.value = String(model.get("smoothing_s"));
     mirror.classList.toggle("fk-browser", isBrowser());
+    video.classList.toggle("fk-camera-feed", isBrowser());  // decoded, not shown: the panel shows analysed frames
     video.style.display = isBrowser() ? "" : "none";
-    view.style.display = isBrowser() ? "none" : "";
     if (!running) drawOverlay();
   }
 
@@ -272,7 +273,8 @@ function render({ model, el }) {
       const name = err && err.name;
       if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
         cameraProblem("permission_denied", "camera permission denied: allow the camera for this page " +
-          "(the camera icon in the address bar), then press Start");
+          "(the camera icon in the address bar), then press Start; VS Code blocks cameras in notebook output: " +
+          "there, use SOURCE = 'camera' (OpenCV)");
       } else if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") {
         cameraProblem("no_camera", "no camera found: connect one, or use a local camera (SOURCE = 'camera') " +
           "or a video file");
@@ -294,6 +296,7 @@ function render({ model, el }) {
     if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null;
     video.srcObject = null;
+    view.getContext("2d").clearRect(0, 0, view.width, view.height);
   }
 
   function stopBrowser(tellKernel = true) {
@@ -363,19 +366,28 @@ function render({ model, el }) {
 
   const grab = document.createElement("canvas");
   async function encode(w, h) {
+    // → {buffer: the JPEG, bitmap: the same frame, shown when its answer comes back}
+    const bitmap = await createImageBitmap(video);
     if (encoder) {
-      const bitmap = await createImageBitmap(video);
       const id = ++encodeSeq;
       const buffer = await new Promise((resolve) => {
         encoding.set(id, resolve);
-        encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id }, [bitmap]);
+        encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id });  // a copy: the page keeps its own
       });
-      if (buffer) return buffer;
+      if (buffer) return { buffer, bitmap };
     }
     if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
-    grab.getContext("2d").drawImage(video, 0, 0, w, h);
+    grab.getContext("2d").drawImage(bitmap, 0, 0, w, h);
     const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
-    return blob ? await blob.arrayBuffer() : null;
+    if (!blob) { bitmap.close(); return null; }
+    return { buffer: await blob.arrayBuffer(), bitmap };
+  }
+
+  function showFrame(bitmap) {
+    // The frame the kernel analysed, so that its landmarks sit exactly on it.
+    if (view.width !== bitmap.width || view.height !== bitmap.height) { view.width = bitmap.width; view.height = bitmap.height; }
+    view.getContext("2d").drawImage(bitmap, 0, 0);
+    bitmap.close();
   }
 
   async function capture(myRun) {
@@ -387,11 +399,12 @@ function render({ model, el }) {
       if (myRun !== runId) return null;
       const w = video.videoWidth, h = video.videoHeight;
       const t = performance.now();  // the frame's timestamp: the kernel smooths in this time
-      const buffer = await encode(w, h);
-      if (!buffer) continue;
+      const encoded = await encode(w, h);
+      if (!encoded) continue;
       captureMs.push(performance.now() - began);
       if (captureMs.length > 30) captureMs.shift();
-      return { t, w, h, buffer };
+      if (myRun !== runId) { encoded.bitmap.close(); return null; }
+      return { t, w, h, buffer: encoded.buffer, bitmap: encoded.bitmap };
     }
     return null;
   }
@@ -414,9 +427,11 @@ function render({ model, el }) {
       next = capture(myRun);
       const ack = await reply;
       if (!ack) {
+        frame.bitmap.close();
         if (myRun === runId) banner.textContent = "the kernel has not answered for 10 s (busy with a cell?); still trying";
         continue;
       }
+      showFrame(frame.bitmap);
       const now = performance.now();
       roundTrip = now - sent;
       handlerMs.push(ack.msg.handler_ms || 0);
