@@ -271,6 +271,8 @@ class LivePipeline:
         elif self.personal is None:
             self.calibration = "unavailable"
             self.calibration_message = self._no_personal_message()
+        elif self.plain is None:
+            self.calibration_message = STATES["needs_calibration"]
 
     # -- models
     def set_models(self, predictor=None, personal=None) -> None:
