@@ -60,10 +60,16 @@ class ResNetMLP(nn.Module):
         self.head = nn.Linear(config.hidden, config.n_classes)
 
     def set_standardization(self, x: torch.Tensor) -> None:
-        """Fit the input standardisation on training rows (training people only)."""
+        """Fit the input standardisation on training rows (training people only).
+
+        Constant features (the nose tip is the origin of every normalised face) keep a
+        scale of 1, as scikit-learn's StandardScaler does: dividing by a tiny std would
+        blow the training noise on them up by orders of magnitude.
+        """
         if self.config.standardize:
+            std = x.std(0)
             self.mean.copy_(x.mean(0))
-            self.std.copy_(x.std(0).clamp_min(1e-6))
+            self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.standardize:

@@ -114,7 +114,18 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
     if config.balance_classes:
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
         weight = torch.as_tensor(w, dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    # Class weights multiply each *sample's* smoothed loss.  (Passing them to CrossEntropyLoss
+    # together with label smoothing also weights the smoothing term of every sample by the rare
+    # class's large weight, which on CK+ (25 fear vs 600 neutral) pushed every face towards fear.)
+    per_sample = nn.CrossEntropyLoss(reduction="none", label_smoothing=config.label_smoothing)
+
+    def loss_fn(logits, target):
+        losses = per_sample(logits, target)
+        if weight is None:
+            return losses.mean()
+        w = weight[target]
+        return (losses * w).sum() / w.sum()
+
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(xt) / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
