@@ -39,7 +39,7 @@ def test_notebooks_run_in_order(data: str, tmp_path: Path):
     tail = (proc.stdout + proc.stderr)[-8000:]
     assert proc.returncode == 0, f"notebooks on {data} failed:\n{tail}"
     for nb in NOTEBOOKS:
-        assert nb.name in proc.stdout, f"{nb.name} did not run:\n{tail}"
+        assert nb.stem in proc.stdout, f"{nb.name} did not run:\n{tail}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
     if any(nb.name.startswith("04") for nb in NOTEBOOKS):
         metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
