@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import evaluate as ev
 from .checkpoint import normalization_meta
-from .crossval import MIN_PER_CLASS_FOR_THRESHOLD, Prepared, Protocol, prepare
+from .crossval import Prepared, Protocol, _threshold, prepare
 from .labels import EMOTIONS
 from .model import ModelConfig
 from .split import official_split, person_split
@@ -39,12 +39,6 @@ def roles_for(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, dict]:
         info[f"{r}_people"] = int(table.loc[role == r, "person"].nunique())
         info[f"{r}_photos"] = int((role == r).sum())
     return role, info
-
-
-def _threshold(y, p_pos) -> float:
-    if np.bincount(y, minlength=2).min() < MIN_PER_CLASS_FOR_THRESHOLD:
-        return 0.5
-    return ev.choose_threshold(y, p_pos)
 
 
 @dataclass
