@@ -43,6 +43,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .index import IMAGE_EXTENSIONS
 from .extract import PhotoError, decode, face_mesh, find_faces, to_pixels
 
 #: Frame states and what the panel says for each.
@@ -626,7 +627,7 @@ class FolderSource(Source):
     frame and the next one follows.
     """
 
-    EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+    EXTENSIONS = IMAGE_EXTENSIONS  # the same image types the index accepts
 
     def __init__(self, path: Path | str, seconds_per_image: float = 1.0, realtime: bool = False):
         self.path = Path(path)
