@@ -30,7 +30,8 @@ def _pins(text: str) -> dict[str, str]:
 def test_pins_agree():
     """pyproject.toml, requirements.lock and environment.yml pin the same versions."""
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    direct = _pins("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
+    extras = [pin for group in project["optional-dependencies"].values() for pin in group]
+    direct = _pins("\n".join(project["dependencies"] + extras))
     lock = _pins((PROJECT_ROOT / "requirements.lock").read_text())
     conda = _pins((PROJECT_ROOT / "environment.yml").read_text())
     assert direct["mediapipe"] == "0.10.21"
