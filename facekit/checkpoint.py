@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import ModelConfig, ResNetMLP
+from .model import FusedMLP, ModelConfig, ResNetMLP
 from .normalize import NORMALISATION_VERSION, NormalizeSettings, normalize
 
 FORMAT = "facekit-checkpoint"
@@ -121,6 +121,7 @@ class Predictor:
         self.feature_kind: str = meta["features"]
         self.threshold: float = float(meta.get("threshold", 0.5))
         self.calibration: str = meta.get("calibration", "none")
+        self._fused: FusedMLP | None = None
 
     @property
     def anxious_index(self) -> int | None:
@@ -139,7 +140,12 @@ class Predictor:
                 raise ValueError("this checkpoint uses the personal-neutral protocol: pass the person's "
                                  "normalised neutral face as reference= (calibrate first)")
             shapes = shapes - np.asarray(reference, np.float32)
-        return predict_proba(self.model, features(shapes, self.feature_kind))
+        x = features(shapes, self.feature_kind)
+        if next(self.model.parameters()).is_cuda:
+            return predict_proba(self.model, x)
+        if self._fused is None:  # CPU: the same function without PyTorch's per-operator overhead (model.FusedMLP)
+            self._fused = FusedMLP(self.model)
+        return self._fused.predict_proba(x)
 
     def predict_landmarks(self, landmarks: np.ndarray, width=None, height=None,
                           reference: np.ndarray | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,3 +76,64 @@ class ResNetMLP(nn.Module):
         if self.config.standardize:
             x = (x - self.mean) / self.std
         return self.head(self.blocks(self.proj(x)))
+
+
+class FusedMLP:
+    """A trained :class:`ResNetMLP`'s evaluation-mode forward in NumPy, for one face at a time.
+
+    The live path scores one face per frame, where PyTorch's per-operator dispatch
+    (about 15 operators) costs more than the arithmetic.  Here the input
+    standardisation is folded into the first Linear layer and every BatchNorm (with
+    its running statistics) into the Linear layer before it, so a forward is four
+    or six matrix products and GELUs: the same function, to float32 rounding
+    (``tests/test_checkpoint.py`` checks it against the module).  Dropout is the
+    identity in evaluation.  The weights are copied at construction: build a new
+    one after further training.
+    """
+
+    def __init__(self, model: ResNetMLP):
+        from scipy.special import erf
+
+        self._erf = erf
+        self.config = model.config
+        with torch.no_grad():
+            mean = model.mean.double().cpu().numpy()
+            std = model.std.double().cpu().numpy()
+            w, b = self._fold(model.proj[0], model.proj[1])
+            if self.config.standardize:  # ((x − mean) / std) @ wᵀ + b  ==  x @ (w / std)ᵀ + (b − (w / std) @ mean)
+                w = w / std[None, :]
+                b = b - w @ mean
+            self.proj = (np.ascontiguousarray(w.T, np.float32), b.astype(np.float32))
+            self.blocks = []
+            for block in model.blocks:
+                lin1, bn1, _, _, lin2, bn2, _, _ = block.body
+                self.blocks.append(tuple((np.ascontiguousarray(w.T, np.float32), b.astype(np.float32))
+                                         for w, b in (self._fold(lin1, bn1), self._fold(lin2, bn2))))
+            self.head = (np.ascontiguousarray(model.head.weight.double().cpu().numpy().T, np.float32),
+                         model.head.bias.double().cpu().numpy().astype(np.float32))
+
+    @staticmethod
+    def _fold(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
+        """Linear followed by evaluation-mode BatchNorm → one affine map (weight (out, in), bias (out,)), float64."""
+        w = linear.weight.double().cpu().numpy()
+        b = linear.bias.double().cpu().numpy()
+        scale = bn.weight.double().cpu().numpy() / np.sqrt(bn.running_var.double().cpu().numpy() + bn.eps)
+        shift = bn.bias.double().cpu().numpy() - bn.running_mean.double().cpu().numpy() * scale
+        return w * scale[:, None], b * scale + shift
+
+    def _gelu(self, z: np.ndarray) -> np.ndarray:
+        return 0.5 * z * (1.0 + self._erf(z * np.float32(0.7071067811865476)))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """x: (N, n_features) float32 → logits (N, n_classes) float32."""
+        h = self._gelu(np.asarray(x, np.float32) @ self.proj[0] + self.proj[1])
+        for (w1, b1), (w2, b2) in self.blocks:
+            body = self._gelu(self._gelu(h @ w1 + b1) @ w2 + b2)
+            h = h + body if self.config.skip else body
+        return h @ self.head[0] + self.head[1]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Softmax of :meth:`logits`, (N, n_classes) float32."""
+        z = self.logits(x)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)

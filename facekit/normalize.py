@@ -56,6 +56,17 @@ def canonical_face() -> np.ndarray:
     return _CANONICAL
 
 
+_CANONICAL64: np.ndarray | None = None
+
+
+def _canonical64() -> np.ndarray:
+    """The canonical face in float64, converted once (the live path aligns one face per frame)."""
+    global _CANONICAL64
+    if _CANONICAL64 is None:
+        _CANONICAL64 = canonical_face().astype(np.float64)
+    return _CANONICAL64
+
+
 def centroid_size(landmarks: np.ndarray) -> np.ndarray:
     """RMS distance of the points from their centroid; (…, 478, 3) → (…,)."""
     centred = landmarks - landmarks.mean(axis=-2, keepdims=True)
@@ -106,7 +117,7 @@ def normalize(landmarks: np.ndarray, settings: NormalizeSettings = NormalizeSett
         if settings.align:
             ok = np.isfinite(out).all(axis=(1, 2))
             if ok.any():
-                rot = kabsch(out[ok], canonical_face().astype(np.float64))
+                rot = kabsch(out[ok], _canonical64())
                 out[ok] = np.einsum("nki,nij->nkj", out[ok], rot)
     out = out.astype(np.float32)
     return out[0] if single else out

@@ -396,3 +396,23 @@ def test_real_aihub_zip_with_bad_members(aihub_root, tmp_path):
         assert 0 <= nose[0] <= row["width"] and 0 <= nose[1] <= row["height"]
     assert (table.iloc[3:11]["status"] == "ok").sum() >= 6  # the EXIF-rotated ones
     assert os.listdir(tmp_path / "landmarks")  # the cache went where we asked
+
+
+def test_landmark_array_reads_the_wire_format_exactly(portrait):
+    """The fast protobuf read gives FaceMesh's numbers bit for bit, and unusual lists take the slow route."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    from facekit.extract import face_mesh, landmark_array
+
+    face = face_mesh(True, 1).process(portrait).multi_face_landmarks[0]
+    expected = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+    got = landmark_array(face)
+    assert got.shape == (478, 3) and got.dtype == np.float32
+    assert np.array_equal(got, expected)
+    odd = landmark_pb2.NormalizedLandmarkList()
+    for i in range(3):
+        point = odd.landmark.add()
+        point.x, point.y, point.z = 0.1 * i, 0.5, -1.0
+    odd.landmark[1].visibility = 0.9  # a 20-byte record among 17-byte ones
+    np.testing.assert_array_equal(landmark_array(odd), np.float32([[0, 0.5, -1], [0.1, 0.5, -1], [0.2, 0.5, -1]]))
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
