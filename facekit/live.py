@@ -29,7 +29,6 @@ on the same frames (the README states the figures and the command).
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 import statistics
@@ -179,25 +178,6 @@ class Smoother:
             self.value = self.value + alpha * (x - self.value)
         self.t = t
         return self.value.copy()
-
-
-_TORCH_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _one_torch_thread():
-    """One intra-op thread for a single face: with more, a busy machine makes a 0.3 ms forward take 20–40 ms
-    (the threads wait for each other's time slices)."""
-    import torch
-
-    with _TORCH_LOCK:
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            torch.set_num_threads(n)
 
 
 def decode_frame(data: bytes) -> np.ndarray:
@@ -471,8 +451,8 @@ class LivePipeline:
                 result.state, result.message = "no_model", STATES["no_model"] + faces
             return
         shape = personal_shape if predictor is self.personal else plain_shape
-        with _one_torch_thread():
-            prob = predictor.predict_shapes(shape, self.reference if predictor is self.personal else None)[0]
+        # On the CPU this is model.FusedMLP: NumPy, no PyTorch dispatch or thread pool per frame.
+        prob = predictor.predict_shapes(shape, self.reference if predictor is self.personal else None)[0]
         t4 = time.perf_counter()
         timings["model"] = (t4 - t3) * 1000
         smoothed = self.smoother.update(prob, result.t)

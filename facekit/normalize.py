@@ -59,11 +59,12 @@ def canonical_face() -> np.ndarray:
 _CANONICAL64: np.ndarray | None = None
 
 
-def _canonical64() -> np.ndarray:
-    """The canonical face in float64, converted once (the live path aligns one face per frame)."""
+def _canonical64_centred() -> np.ndarray:
+    """The canonical face in float64, centred on its centroid, made once (the live path aligns every frame)."""
     global _CANONICAL64
     if _CANONICAL64 is None:
-        _CANONICAL64 = canonical_face().astype(np.float64)
+        face = canonical_face().astype(np.float64)
+        _CANONICAL64 = face - face.mean(axis=0)
     return _CANONICAL64
 
 
@@ -73,16 +74,17 @@ def centroid_size(landmarks: np.ndarray) -> np.ndarray:
     return np.sqrt((centred ** 2).sum(axis=-1).mean(axis=-1))
 
 
-def kabsch(shapes: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rotation matrices (N, 3, 3) that best map each centred shape onto the centred target (no reflection)."""
-    a = shapes - shapes.mean(axis=-2, keepdims=True)
-    b = target - target.mean(axis=0)
-    h = np.einsum("nki,kj->nij", a, b)
-    u, _, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(np.einsum("nij,njk->nik", u, vt)))
-    fix = np.ones((len(a), 3))
-    fix[:, 2] = d
-    return np.einsum("nij,nj,njk->nik", u, fix, vt)  # x_row @ R maps a onto b
+def kabsch(shapes: np.ndarray, target: np.ndarray, centred: bool = False) -> np.ndarray:
+    """Rotation matrices (N, 3, 3) that best map each centred shape onto the centred target (no reflection).
+
+    ``centred=True`` says both are already centred on their centroids (saves two passes).
+    """
+    a = shapes if centred else shapes - shapes.mean(axis=-2, keepdims=True)
+    b = target if centred else target - target.mean(axis=0)
+    u, _, vt = np.linalg.svd(np.swapaxes(a, -1, -2) @ b)
+    fix = np.ones((len(a), 1, 3))
+    fix[:, 0, 2] = np.sign(np.linalg.det(u @ vt))
+    return (u * fix) @ vt  # x_row @ R maps a onto b
 
 
 def normalize(landmarks: np.ndarray, settings: NormalizeSettings = NormalizeSettings(), *,
@@ -111,14 +113,18 @@ def normalize(landmarks: np.ndarray, settings: NormalizeSettings = NormalizeSett
         out = np.where(max_dist[:, None, None] > 0, centred / np.where(max_dist > 0, max_dist, 1)[:, None, None],
                        centred)
     else:
-        centred = lm - lm[:, NOSE_TIP:NOSE_TIP + 1]
-        size = centroid_size(lm)
-        out = centred / np.where(size > 0, size, np.nan)[:, None, None]
+        # Few, whole-array steps: the live path normalises one face per frame, where each NumPy call's
+        # fixed cost (not the arithmetic) is what counts.
+        about_centroid = lm - lm.mean(axis=-2, keepdims=True)
+        size = np.sqrt(np.einsum("nij,nij->n", about_centroid, about_centroid) / lm.shape[-2])  # centroid size
+        scale = (1.0 / np.where(size > 0, size, np.nan))[:, None, None]  # degenerate faces → NaN
+        out = (lm - lm[:, NOSE_TIP:NOSE_TIP + 1]) * scale
         if settings.align:
             ok = np.isfinite(out).all(axis=(1, 2))
-            if ok.any():
-                rot = kabsch(out[ok], _canonical64())
-                out[ok] = np.einsum("nki,nij->nkj", out[ok], rot)
+            if ok.all():
+                out = out @ kabsch(about_centroid * scale, _canonical64_centred(), centred=True)
+            elif ok.any():
+                out[ok] = out[ok] @ kabsch(about_centroid[ok] * scale[ok], _canonical64_centred(), centred=True)
     out = out.astype(np.float32)
     return out[0] if single else out
 
