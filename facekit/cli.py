@@ -5,6 +5,10 @@
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg]
         [--calibration none|personal-neutral] [--seed N]
+    python -m facekit bench [--quick] [--out reports/bench.json]
+        (every stage against FaceMesh alone and the original design; README, Benchmarks)
+    python -m facekit serve [--weights FILE] [--host 127.0.0.1] [--port 8001] [--cors-origin URL]
+        (the inference server and its web page; needs the 'serve' extra)
 
 ``DATA`` is an AI Hub root, ``jaffe``/``ckplus`` folders, any image folder with
 ``--pattern``, or ``demo``; it defaults to ``FACEKIT_DATA``.  ``extract`` fills the
@@ -86,7 +90,7 @@ def cmd_crossval(args) -> int:
     data = prepare(table, landmarks, protocol)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
-                      train_config=train_config)
+                      train_config=train_config, layouts=args.layouts)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -103,6 +107,21 @@ def cmd_crossval(args) -> int:
         print(f"false alarms on other expressions: {result['false_alarm_other']:.3f}")
     print(f"wrote {out}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_table, run
+
+    report = run(quick=args.quick, out=args.out, checkpoint=args.checkpoint)
+    print(format_table(report))
+    print(f"wrote {report['out']}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import serve_command
+
+    return serve_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet-mlp", choices=("resnet-mlp", "logreg", "majority"))
     p.add_argument("--calibration", default="none", choices=("none", "personal-neutral"))
     p.add_argument("--policy", default="uploader", choices=("uploader", "majority", "unanimous"))
-    p.add_argument("--features", default="xyz", choices=("xyz", "xy"))
+    p.add_argument("--features", default="xyz", choices=("xyz", "xy"),
+                   help="landmark coordinates given to the models; with xyz the inner folds may still choose xy "
+                        "(see --layouts)")
+    p.add_argument("--layouts", default="auto",
+                   help="feature layouts the inner folds choose between: auto (xyz and xy), xyz, xy or xyz,xy")
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
@@ -141,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--cache", default=None)
     p.set_defaults(func=cmd_crossval)
+    p = sub.add_parser("bench", help="benchmark every stage against FaceMesh alone and the original design")
+    p.add_argument("--quick", action="store_true", help="about a minute instead of a few")
+    p.add_argument("--out", default=None, help="JSON report (default: reports/bench.json, or $FACEKIT_REPORTS)")
+    p.add_argument("--checkpoint", default=None, help="model for the per-frame path (default: weights/demo_binary.pt)")
+    p.set_defaults(func=cmd_bench)
+    from .server import add_arguments as add_serve_arguments  # no web framework imported until it serves
+
+    p = sub.add_parser("serve", help="the inference server (FastAPI) and its web page; needs the 'serve' extra")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

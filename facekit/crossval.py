@@ -107,6 +107,30 @@ def prepare(table: pd.DataFrame, landmarks: np.ndarray, protocol: Protocol = Pro
 
 MIN_PER_CLASS_FOR_THRESHOLD = 20
 
+# Feature layouts the inner folds choose between when the protocol's features are ``xyz``.  MediaPipe's
+# z is a depth guessed from one photo, noisier than x and y; whether it helps is decided per training part
+# on that part's own people (``layouts="xyz"`` turns the choice off).
+LAYOUTS = ("xyz", "xy")
+
+
+def _layouts(layouts, n_features: int) -> tuple[str, ...]:
+    if n_features != 478 * 3:  # the protocol already chose ``xy``
+        return ("xy",) if n_features == 478 * 2 else ("xyz",)
+    if layouts in (None, "auto"):
+        return LAYOUTS
+    chosen = tuple(layouts.split(",")) if isinstance(layouts, str) else tuple(layouts)
+    unknown = set(chosen) - set(LAYOUTS)
+    if unknown:
+        raise ValueError(f"unknown feature layout(s) {sorted(unknown)}; choose from {LAYOUTS}")
+    return chosen
+
+
+def _columns(layout: str, n_features: int):
+    """Columns of an ``xyz`` feature matrix that make ``layout`` (all of them for its own layout)."""
+    if layout == "xy" and n_features == 478 * 3:
+        return np.arange(n_features).reshape(478, 3)[:, :2].ravel()
+    return slice(None)
+
 
 def _threshold(y: np.ndarray, p_pos: np.ndarray) -> float:
     """Threshold chosen on out-of-fold validation probabilities, or 0.5 (the class-balanced
@@ -134,52 +158,63 @@ def _inner_folds(groups: np.ndarray, inner, seed: int) -> list[tuple[np.ndarray,
 
 
 class SelectedResNetMLP:
-    """ResNet MLP whose epoch count and threshold are chosen on inner person folds.
+    """ResNet MLP whose feature layout, epoch count and threshold are chosen on inner person folds.
 
-    Each inner fold trains on the ``epochs`` schedule and records validation
-    balanced accuracy per epoch; the epoch with the best mean (smoothed over 5
-    epochs) is kept, the model is retrained on all training people on the same
-    schedule up to that epoch, and the threshold is chosen on the inner folds'
-    out-of-fold probabilities at that epoch.
+    For each candidate layout (:data:`LAYOUTS`) each inner fold trains on the
+    ``epochs`` schedule and keeps its validation probabilities per epoch; the
+    pooled out-of-fold balanced accuracy per epoch (smoothed over 5 epochs) picks
+    the layout and the epoch, as logistic regression's C is picked.  The model is
+    then retrained on all training people on the same schedule up to that epoch,
+    and the threshold is chosen on the pooled out-of-fold probabilities at that epoch.
     """
 
     def __init__(self, n_classes: int, model_config: ModelConfig = ModelConfig(),
-                 train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0):
+                 train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
+                 layouts="auto"):
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
-        self.inner_folds, self.random_state = inner_folds, random_state
+        self.inner_folds, self.random_state, self.layouts = inner_folds, random_state, layouts
 
     def fit(self, X, y, groups):
-        mc = replace(self.model_config, n_features=X.shape[1], n_classes=self.n_classes)
         tc = replace(self.train_config, seed=self.random_state)
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
-        curves, probas = [], []
-        for tr, va in folds:
-            _, hist = fit(X[tr], y[tr], X[va], y[va], mc, tc, keep_val_proba=True)
-            curves.append([h["val_bal_acc"] for h in hist])
-            probas.append(np.stack([h["val_proba"] for h in hist]))
-        curve = np.nanmean(np.array(curves), axis=0)
-        smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
-        self.epoch_ = int(np.nanargmax(smooth)) + 1
-        self.inner_curve_ = curve
         oof_y = np.concatenate([y[va] for _, va in folds])
-        oof_p = np.concatenate([p[self.epoch_ - 1] for p in probas])
+        best = None
+        self.inner_curves_ = {}
+        for layout in _layouts(self.layouts, X.shape[1]):
+            Xl = X[:, _columns(layout, X.shape[1])]
+            mc = replace(self.model_config, n_features=Xl.shape[1], n_classes=self.n_classes)
+            probas = []
+            for tr, va in folds:
+                _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tc, keep_val_proba=True)
+                probas.append(np.stack([h["val_proba"] for h in hist]))
+            oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
+            curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
+            smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
+            epoch = int(np.nanargmax(smooth)) + 1
+            self.inner_curves_[layout] = curve
+            if best is None or smooth[epoch - 1] > best[0]:
+                best = (float(smooth[epoch - 1]), layout, epoch, oof[epoch - 1], mc)
+        score, self.layout_, self.epoch_, oof_p, mc = best
+        self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_ = _threshold(oof_y, oof_p[:, 1]) if self.n_classes == 2 else None
-        self.model_, self.history_ = fit(X, y, None, None, mc, replace(tc, stop_epoch=self.epoch_))
-        self.selected_ = {"epoch": self.epoch_, "threshold": self.threshold_,
-                          "inner_val_bal_acc": float(smooth[self.epoch_ - 1])}
+        self.model_, self.history_ = fit(X[:, self.columns_], y, None, None, mc, replace(tc, stop_epoch=self.epoch_))
+        self.selected_ = {"layout": self.layout_, "epoch": self.epoch_, "threshold": self.threshold_,
+                          "inner_val_bal_acc": score}
         return self
 
     def predict_proba(self, X):
-        return predict_proba(self.model_, X)
+        return predict_proba(self.model_, X[:, self.columns_])
 
 
 class SelectedLogReg:
-    """Standardised logistic regression (class-balanced) with C and threshold chosen on inner person folds."""
+    """Standardised logistic regression (class-balanced) with the feature layout, C and threshold chosen
+    on inner person folds (the same layouts as :class:`SelectedResNetMLP`)."""
 
     GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
-    def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0):
+    def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto"):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
+        self.layouts = layouts
 
     def _make(self, C):
         from sklearn.linear_model import LogisticRegression
@@ -195,28 +230,31 @@ class SelectedLogReg:
 
     def fit(self, X, y, groups):
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
-        scores, oofs = [], []
-        for C in self.GRID:
-            oof_y, oof_p = [], []
-            for tr, va in folds:
-                if len(np.unique(y[tr])) < 2:
-                    continue
-                clf = self._make(C).fit(X[tr], y[tr])
-                oof_y.append(y[va])
-                oof_p.append(self._proba(clf, X[va]))
-            oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
-            scores.append(ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))["balanced_accuracy"])
-            oofs.append((oy, op))
-        best = int(np.nanargmax(scores))
-        self.C_ = self.GRID[best]
-        oy, op = oofs[best]
+        candidates = []  # (score, layout, C, out-of-fold y, out-of-fold probabilities)
+        for layout in _layouts(self.layouts, X.shape[1]):
+            Xl = X[:, _columns(layout, X.shape[1])]
+            for C in self.GRID:
+                oof_y, oof_p = [], []
+                for tr, va in folds:
+                    if len(np.unique(y[tr])) < 2:
+                        continue
+                    clf = self._make(C).fit(Xl[tr], y[tr])
+                    oof_y.append(y[va])
+                    oof_p.append(self._proba(clf, Xl[va]))
+                oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
+                score = ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))["balanced_accuracy"]
+                candidates.append((score, layout, C, oy, op))
+        best = int(np.nanargmax([c[0] for c in candidates]))
+        score, self.layout_, self.C_, oy, op = candidates[best]
+        self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_ = _threshold(oy, op[:, 1]) if self.n_classes == 2 else None
-        self.model_ = self._make(self.C_).fit(X, y)
-        self.selected_ = {"C": self.C_, "threshold": self.threshold_, "inner_val_bal_acc": float(scores[best])}
+        self.model_ = self._make(self.C_).fit(X[:, self.columns_], y)
+        self.selected_ = {"layout": self.layout_, "C": self.C_, "threshold": self.threshold_,
+                          "inner_val_bal_acc": float(score)}
         return self
 
     def predict_proba(self, X):
-        return self._proba(self.model_, X)
+        return self._proba(self.model_, X[:, self.columns_])
 
 
 class Majority:
@@ -238,11 +276,12 @@ class Majority:
 
 
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
-               model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig()):
+               model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
+               layouts="auto"):
     if kind == "resnet-mlp":
-        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed)
+        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts)
     if kind == "logreg":
-        return SelectedLogReg(n_classes, inner_folds, seed)
+        return SelectedLogReg(n_classes, inner_folds, seed, layouts)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -252,8 +291,11 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
 
 def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int = 0, inner_folds="auto",
              model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
-             progress: bool = True, n_boot: int = 1000) -> dict:
-    """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results."""
+             progress: bool = True, n_boot: int = 1000, layouts="auto") -> dict:
+    """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
+
+    ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
+    both when the protocol's features are ``xyz``)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -269,7 +311,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     fold_rows = []
     for k, (tr, te) in enumerate(tqdm(splits, desc=f"{model} folds", unit="fold", disable=not progress)):
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
-        clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config).fit(X[tr], y[tr], g[tr])
+        clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts).fit(X[tr], y[tr], g[tr])
         prob[te] = clf.predict_proba(X[te])
         thr = clf.threshold_ if binary else None
         pred[te] = ev.predict_with_threshold(prob[te], thr)
@@ -289,7 +331,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result = {
         "task": data.protocol.task, "classes": list(data.classes), "model": model,
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
-                     "selection": "epochs/C and threshold chosen on inner person folds of each training part"},
+                     "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
+                     "selection": "feature layout, epochs/C and threshold chosen on inner person folds of "
+                                  "each training part"},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],

@@ -75,7 +75,7 @@ def fit_on_split(data: Prepared, role: np.ndarray, kind: str = "resnet-mlp",
         for C in SelectedLogReg.GRID:
             m = SelectedLogReg(n_classes)._make(C).fit(X[tr], y[tr])
             lr = SelectedLogReg(n_classes)
-            lr.model_ = m
+            lr.model_, lr.columns_ = m, slice(None)  # the protocol's own feature layout on a single split
             score = ev.classification_report(y[va], lr.predict_proba(X[va]), data.classes)["balanced_accuracy"]
             if best is None or score > best[0]:
                 best = (score, C, lr)

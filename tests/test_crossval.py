@@ -144,6 +144,25 @@ def test_crossval_result(binary, model, kwargs):
         assert result["balanced_accuracy"] > 0.5  # synthetic faces are learnable
     if model == "resnet-mlp":
         assert all(1 <= f["epoch"] <= 4 for f in result["folds_detail"])
+    if model != "majority":  # the inner folds chose the feature layout too
+        assert result["protocol"]["layouts"] == ["xyz", "xy"]
+        assert all(f["layout"] in ("xyz", "xy") for f in result["folds_detail"])
+
+
+@pytest.mark.parametrize("model,kwargs", [("logreg", {"inner_folds": 2}), ("resnet-mlp", {"inner_folds": 1, **FAST_MLP})])
+def test_layout_choice(binary, model, kwargs):
+    """xy models see only x and y, whatever the layout of X; a fixed layout is honoured."""
+    from facekit.crossval import make_model
+
+    X, y, g = binary.X, binary.y, binary.groups
+    only_xy = make_model(model, 2, inner_folds=kwargs["inner_folds"], layouts="xy",
+                         **{k: v for k, v in kwargs.items() if k != "inner_folds"}).fit(X, y, g)
+    assert only_xy.selected_["layout"] == "xy"
+    z_scrambled = X.reshape(len(X), 478, 3).copy()
+    z_scrambled[:, :, 2] = np.random.default_rng(0).normal(size=z_scrambled.shape[:2])
+    np.testing.assert_allclose(only_xy.predict_proba(z_scrambled.reshape(len(X), -1)), only_xy.predict_proba(X))
+    result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, layouts="xyz", **kwargs)
+    assert result["protocol"]["layouts"] == ["xyz"] and {f["layout"] for f in result["folds_detail"]} == {"xyz"}
 
 
 def test_crossval_is_deterministic(binary):

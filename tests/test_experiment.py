@@ -152,8 +152,9 @@ def test_checkpoint_meta_round_trip(dataset, data, split, fitted, tmp_path):
     landmarks = dataset[1][data.rows[:5]]
     widths = table.loc[data.rows[:5], "width"].to_numpy()
     heights = table.loc[data.rows[:5], "height"].to_numpy()
+    # (the loaded model's CPU forward is the folded NumPy one: equal to float32 rounding)
     np.testing.assert_allclose(predictor.predict_landmarks(landmarks, widths, heights), fit.predict(data.X[:5]),
-                               atol=1e-6)
+                               rtol=0, atol=1e-5)
     assert predictor.describe()["training_data"]["train_people"] == td["train_people"]
 
 
