@@ -581,6 +581,7 @@ def create_app(settings: ServerSettings = ServerSettings(), service: Service | N
     """The FastAPI application (the model is loaded here, once: see :class:`Service`)."""
     require_extra()
     from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
@@ -597,7 +598,6 @@ def create_app(settings: ServerSettings = ServerSettings(), service: Service | N
         # FastAPI's OpenTelemetry hooks: nothing to report to, so nothing recorded
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
                    "auto_configure": False})
-    app.state.service = service
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type"], max_age=600)
@@ -607,6 +607,12 @@ def create_app(settings: ServerSettings = ServerSettings(), service: Service | N
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError):
+        # FastAPI's own checks (only the query parameters here): one sentence, like every other refusal
+        text = "; ".join(f"{' '.join(map(str, e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+        return JSONResponse({"detail": text or "invalid request"}, status_code=422)
 
     async def in_pool(fn, *args, **kwargs):
         """Run inference in the server's own threads (each with its own FaceMesh), not on the event loop."""

@@ -278,6 +278,7 @@ def test_bad_images(client, astronaut):
         (predict(client, b""), 400, "empty"),
         (client.post("/predict/image", content=b"", headers={"Content-Type": "image/jpeg"}), 400, "empty"),
         (client.post("/predict/image", content=astronaut, headers={"Content-Type": "text/plain"}), 415, "multipart"),
+        (predict(client, astronaut, landmarks="perhaps"), 422, "query landmarks", "boolean"),
         (client.post("/predict/image", content=astronaut), 415, "content-type"),
         (client.post("/predict/image", files={"photo": ("x", astronaut)}), 422, "'file'"),
         (client.post("/predict/image", data={"file": "not a file"}, files={"other": ("x", b"1")}), 422, "'file'"),
@@ -566,8 +567,9 @@ def _wait(page, until, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last}")
 
 
-def test_web_page_in_a_real_browser(tmp_path):
-    """The page's camera plays real faces, an empty room and two faces; it shows the score and every state."""
+def test_web_page_in_a_real_browser(tmp_path, personal_url):
+    """The page's camera plays real faces, an empty room and two faces; it shows the score and every state,
+    and calibrates a personal-neutral model."""
     _require_browser_tools()
     from playwright.sync_api import sync_playwright
 
@@ -634,6 +636,20 @@ def test_web_page_in_a_real_browser(tmp_path):
                 docs.goto(base + "/docs")
                 docs.wait_for_selector("details.fk-op[data-path='/predict/image']", timeout=15_000)
                 assert docs.locator("details.fk-op").count() >= 4
+
+                calibrating = browser.new_context()  # a personal-neutral model: Calibrate builds the reference
+                calibrating.grant_permissions(["camera"], origin=personal_url)
+                personal = calibrating.new_page()
+                personal.goto(personal_url + "/")
+                _wait(personal, lambda p: "personal-neutral" in p["model"], 30, "the personal model's description")
+                personal.click("#fk-start")
+                _wait(personal, lambda p: p["state"] == "needs_calibration" and "Calibrate" in p["banner"], 30,
+                      "the page to ask for Calibrate")
+                personal.click("#fk-calibrate")
+                done = _wait(personal, lambda p: "calibrated on" in p["calibration"] and p["score"] != ""
+                             and p["state"] in ("ok", "multiple_faces"), 30, "Calibrate to finish and scores to come")
+                assert 0 <= float(done["score"]) <= 100 and done["label"] in ("neutral", "anxious"), done
+                personal.click("#fk-stop")
 
                 page.click("#fk-start")
                 _wait(page, lambda p: p["state"] in ("ok", "multiple_faces", "no_face"), 30, "frames again")
