@@ -1,0 +1,763 @@
+"""Benchmarks: every stage against FaceMesh alone and against the original design.
+
+    python -m facekit bench [--quick] [--out reports/bench.json]
+
+Every speed figure is paired with a reference measured in the same run, in
+alternating passes (the order reversed every other pass), so that other load on
+the machine hits both alike; the ratios are what to compare across machines.
+
+1. **Per frame** (640×480 JPEG frames of a real face, :func:`facekit.live.demo_frames`):
+   the kit's per-frame path (:func:`facekit.live.benchmark`: decode → FaceMesh →
+   normalise → model → smoothing) against FaceMesh alone in tracking mode (the
+   path's own) and in static mode (what the original server ran on every frame),
+   the model alone at batch 1, and the latency per stage.
+2. **Extraction from ZIPs**: an AI Hub-layout ZIP tree of smartphone-size JPEGs
+   (3024×4032 and 4032×3024, a third stored EXIF-rotated) made here from the
+   bundled astronaut photo's variants and, where present, real photos of
+   ``../shared/datasets/aihub_sample``.  Photos per second of
+   :func:`facekit.extract.extract` (fresh cache) against FaceMesh alone on the
+   same photos already decoded, against the original system's extraction (full
+   decode by OpenCV and a new FaceMesh for every photo), with draft decoding off,
+   and with 1 and 2 worker processes (started before the clock, as on a long run).
+   A variant with ``draft_long_side=1000`` shows what a ¼-scale decode of such
+   photos would give (not the default).
+3. **Training**: one epoch over 100,000 samples (:func:`facekit.train.time_epoch`,
+   data kept on the device) at torch's default thread count, which the kit does
+   not change, against the original design's loop (a ``DataLoader`` over a
+   ``TensorDataset``) with the same model, batch size and threads, and against
+   the kit's epoch on one thread; on CUDA too where present.
+4. **Memory**: peak resident memory of a subprocess (and its workers) while
+   extracting N and 10×N photos and while training on 100,000 samples; the
+   landmark cache's bytes per photo.
+5. **Inference server**: :func:`facekit.server.load_test` on 640×480 frames against
+   the same decode and FaceMesh in this process, where the server and its packages
+   are installed (otherwise "skipped" with the reason).
+
+``--quick`` (about a minute) runs the same code on fewer frames, photos and
+training samples; its training memory is then for those samples, not 100,000.
+
+:func:`run` returns the report (also written as JSON); :func:`format_table` prints it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .paths import PROJECT_ROOT, reports_dir, shared_datasets
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How much work each section does.  ``passes``: alternating passes of every variant."""
+
+    frames: int = 120
+    passes: int = 3
+    photos: int = 48
+    unique_photos: int = 16
+    memory_scale: int = 10
+    train_samples: int = 100_000
+    train_passes: int = 2
+    server_requests: int = 200
+    server_concurrency: int = 8
+
+
+FULL = BenchSettings()
+QUICK = BenchSettings(frames=30, passes=2, photos=8, unique_photos=8, train_samples=1_000,
+                      server_requests=24, server_concurrency=4)
+
+#: Targets: (name, ratio key, "<=" or ">=", limit).  Each ratio is measured against its reference in the same run.
+TARGETS = [
+    ("per-frame path ≤ 1.15× FaceMesh alone (tracking)", "per_frame_vs_facemesh_tracking", "<=", 1.15),
+    ("extraction ≥ 0.8× the FaceMesh-alone rate", "extraction_vs_facemesh_alone", ">=", 0.8),
+    ("extraction ≥ 3× the original approach", "extraction_vs_original", ">=", 3.0),
+    ("extraction memory at 10× the photos ≤ 1.2× its peak", "extraction_memory_10x", "<=", 1.2),
+    ("training on 100,000 samples within 3 GB", "training_memory_vs_3gb", "<=", 1.0),
+    ("2 workers ≥ 1.7× one", "extraction_2_vs_1_workers", ">=", 1.7),
+]
+
+#: Pixels as stored for an upright photo carrying this EXIF orientation (a viewer turns them back).
+_STORED = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+_EMOTIONS = ("중립", "불안")
+#: A draft threshold under a quarter of 4,032 px: such phone photos then decode at ¼ scale (1008 px) instead of ½
+QUARTER_DRAFT = 1000
+
+
+def _median(values) -> float:
+    return float(statistics.median(values))
+
+
+def _round(value: float, digits: int = 3) -> float:
+    return float(round(value, digits))
+
+
+# ----------------------------------------------------------------------------- the machine
+
+def machine() -> dict:
+    """Date, CPU model, cores, memory, load and versions: what a figure needs to be read."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import psutil
+    import torch
+
+    from .extract import default_workers
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {"python": platform.python_version()}
+    for name in ("facekit", "torch", "mediapipe", "numpy", "pillow", "opencv-contrib-python", "dask", "distributed"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    commit = None
+    with contextlib.suppress(OSError):  # no git: a copy of the kit outside its repository
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True).stdout.strip() or None
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
+            "cores": os.cpu_count(), "usable_cores": default_workers(),
+            "memory_gb": _round(psutil.virtual_memory().total / 2**30, 1),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": [_round(v, 2) for v in os.getloadavg()], "git_commit": commit,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": versions}
+
+
+# ----------------------------------------------------------------------------- 1. per frame
+
+def bench_per_frame(settings: BenchSettings, checkpoint: Path) -> dict:
+    """The per-frame path, FaceMesh alone (tracking and static) and the model alone at batch 1, in milliseconds.
+
+    Each pass runs :func:`facekit.live.benchmark` once (FaceMesh alone in tracking
+    mode, then the whole path, on the same frames), then static-mode FaceMesh
+    alone and the model alone on one normalised face; medians of the passes.
+    """
+    from .checkpoint import load
+    from .extract import face_mesh, find_faces, to_pixels
+    from .live import LiveSettings, benchmark, decode_frame, demo_frames, encode_jpeg
+
+    predictor = load(checkpoint)
+    live = LiveSettings()
+    frames = [encode_jpeg(f) for f in demo_frames(settings.frames)]
+    rgbs = [decode_frame(f) for f in frames]
+    static = face_mesh(True, live.max_faces, live.min_detection_confidence)
+    faces = find_faces(rgbs[0], static)
+    if not faces:
+        raise RuntimeError("FaceMesh found no face in the demo frame; the mediapipe install looks broken")
+    h, w = rgbs[0].shape[:2]
+    shape = predictor.normalize(to_pixels(faces[0], w, h)[None], w, h)
+    for rgb in rgbs[:5]:
+        static.process(rgb)
+    runs, static_ms, model_ms = [], [], []
+    for _ in range(settings.passes):
+        runs.append(benchmark(predictor, frames, repeats=1, settings=live))
+        times = []
+        for rgb in rgbs:
+            t0 = time.perf_counter()
+            static.process(rgb)
+            times.append((time.perf_counter() - t0) * 1000)
+        static_ms.append(_median(times))
+        times = []
+        for _ in range(len(frames)):  # called exactly as the path calls it
+            t0 = time.perf_counter()
+            predictor.predict_shapes(shape)
+            times.append((time.perf_counter() - t0) * 1000)
+        model_ms.append(_median(times))
+    tracking = _median(r["facemesh_alone_ms"] for r in runs)
+    path = _median(r["pipeline_ms"] for r in runs)
+    stages = {s: _round(_median(r["stages_ms"][s] for r in runs)) for s in runs[0]["stages_ms"]}
+    return {"frames": len(frames), "passes": settings.passes, "size": runs[0]["size"],
+            "faces_found_per_pass": runs[0]["faces_found"], "checkpoint": str(checkpoint),
+            "facemesh_tracking_ms": _round(tracking), "facemesh_static_ms": _round(_median(static_ms)),
+            "path_ms": _round(path), "model_alone_ms": _round(_median(model_ms)), "stages_ms": stages,
+            "kernel_fps": _round(1000 / path, 1)}
+
+
+# ----------------------------------------------------------------------------- 2. extraction
+
+def _background(size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like background (scikit-image's coffee photo, enlarged), (H, W, 3) uint8, and a field of
+    sensor-like noise (H, W, 3) int16 added over the whole finished photo (so the JPEGs are as large as a phone's)."""
+    from skimage import data
+
+    base = np.asarray(Image.fromarray(data.coffee()).resize(size, Image.BILINEAR))
+    return base, rng.normal(0, 5, base.shape).astype(np.int16)
+
+
+def face_sources(n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Up to ``n`` upright RGB photos of real faces: the bundled astronaut photo's variants
+    (:func:`facekit.demo.photo_variants`) alternating with photos of ``../shared/datasets/aihub_sample``
+    where present.  Returns (origin, (H, W, 3) uint8) pairs."""
+    from . import demo
+    from .extract import decode, read_bytes
+
+    astronaut = [(f"astronaut, {k}", v) for k, v in demo.photo_variants(demo.portrait()).items()]
+    shared: list[tuple[str, np.ndarray]] = []
+    root = shared_datasets() / "aihub_sample"
+    if root.is_dir():
+        from .index import index_aihub
+        from .sample import sample
+
+        chosen = sample(index_aihub(root), per_container=1, seed=seed)
+        for row in chosen.head(n).itertuples():
+            shared.append((f"aihub_sample, {row.emotion}", decode(read_bytes(row.container, row.member))[0]))
+    mixed = [p for pair in zip(astronaut, shared) for p in pair]
+    mixed += astronaut[len(shared):] + shared[len(astronaut):]
+    return mixed[:n]
+
+
+def _smartphone_jpeg(rgb: np.ndarray, background: dict, orientation: int, quality: int = 90) -> bytes:
+    """``rgb`` enlarged onto a 12-megapixel canvas (portrait or landscape like the photo) and stored
+    as a JPEG with EXIF ``orientation`` (the pixels turned so that a viewer shows them upright)."""
+    portrait = rgb.shape[0] >= rgb.shape[1]
+    base, noise = background[portrait]
+    canvas = base.copy()
+    ch, cw = canvas.shape[:2]
+    scale = min(0.9 * cw / rgb.shape[1], 0.9 * ch / rgb.shape[0])
+    face = Image.fromarray(rgb).resize((int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)), Image.BICUBIC)
+    x, y = (cw - face.size[0]) // 2, (ch - face.size[1]) // 3
+    canvas[y:y + face.size[1], x:x + face.size[0]] = np.asarray(face)
+    im = Image.fromarray(np.clip(canvas + noise, 0, 255).astype(np.uint8))
+    if _STORED[orientation] is not None:
+        im = im.transpose(_STORED[orientation])
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def build_photo_zips(root: Path, n_photos: int, n_unique: int, seed: int = 0) -> dict:
+    """An AI Hub-layout tree under ``root`` (Training and Validation, 중립 and 불안 image ZIPs with
+    their label ZIPs) holding ``n_photos`` smartphone-size JPEGs made from ``n_unique`` source photos.
+
+    Every third photo is stored EXIF-rotated (orientations 6, 8, 3 in turn).  Returns
+    ``{"root", "zips", "photos", "encodings", "members", ...}``: ``members`` lists
+    (zip path, member name, index into ``encodings``) in writing order.
+    """
+    rng = np.random.default_rng(seed)
+    background = {True: _background((3024, 4032), rng), False: _background((4032, 3024), rng)}
+    sources = face_sources(n_unique, seed)
+    encodings, origins = [], []
+    for i, (origin, rgb) in enumerate(sources):
+        orientation = (1, 1, (6, 8, 3)[(i // 3) % 3])[i % 3]
+        encodings.append(_smartphone_jpeg(rgb, background, orientation))
+        origins.append(f"{origin}, EXIF {orientation}")
+    layout = [("Training", "TRAIN", "_01"), ("Validation", "VALID", "")]
+    zips = {(split, emotion, tag): root / split / f"[원천]EMOIMG_{emotion}_{tag}{part}.zip"
+            for split, tag, part in layout for emotion in _EMOTIONS}
+    members: list[tuple[Path, str, int]] = []
+    records: dict[tuple, list] = {k: [] for k in zips}
+    for i in range(n_photos):
+        key = list(zips)[i % len(zips)]
+        person = hashlib.sha256(f"bench-person-{i % 24}".encode()).hexdigest()
+        name = f"{person}_여_30_{key[1]}_실내_20260101{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}-001-{i % 1000:03d}.jpg"
+        members.append((zips[key], name, i % len(encodings)))
+        records[key].append({"filename": name, **{f"annot_{a}": {"faceExp": key[1]} for a in "ABC"}})
+    for key, path in zips.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            for zip_path, name, enc in members:
+                if zip_path == path:
+                    zf.writestr(name, encodings[enc])
+        split, emotion, tag = key
+        with zipfile.ZipFile(path.with_name(f"[라벨]EMOIMG_{emotion}_{tag}.zip"), "w") as zf:
+            zf.writestr(f"img_emotion_{split.lower()}_data({emotion}).json", json.dumps(records[key], ensure_ascii=False))
+    sizes = [len(e) for e in encodings]
+    return {"root": root, "zips": list(zips.values()), "photos": n_photos, "unique_photos": len(encodings),
+            "encodings": encodings, "members": members, "origins": origins,
+            "jpeg_mb_median": _round(_median(sizes) / 2**20, 2), "sizes": "3024×4032 and 4032×3024",
+            "exif_rotated": sum(1 for _z, _n, e in members if not origins[e].endswith("EXIF 1"))}
+
+
+def original_extract(zips: list[Path]) -> int:
+    """The original system's extraction (dynovember05/Emotion_ML, ``data_loader.py``): each photo decoded
+    at full size by OpenCV and run through a FaceMesh graph built for that photo alone.  Returns faces found."""
+    import cv2
+    import mediapipe as mp
+
+    found = 0
+    for path in zips:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                image = cv2.imdecode(np.frombuffer(zf.read(info), np.uint8), cv2.IMREAD_COLOR)
+                with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                                     min_detection_confidence=0.5) as mesh:
+                    result = mesh.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                if result.multi_face_landmarks:
+                    found += 1
+                    np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
+    return found
+
+
+def _warm_worker() -> None:
+    """Pool initializer: import and build the worker's FaceMesh before the clock starts."""
+    from .extract import ExtractSettings, face_mesh
+
+    s = ExtractSettings()
+    face_mesh(True, s.max_faces, s.min_detection_confidence)
+
+
+def _start_pool(n: int):
+    """A spawned process pool of ``n`` workers, each with its FaceMesh built; returns (pool, seconds to start)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    t0 = time.perf_counter()
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker)
+    wait([pool.submit(time.sleep, 0.3) for _ in range(2 * n)])  # more tasks than workers: every worker starts
+    return pool, time.perf_counter() - t0
+
+
+def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict:
+    """Photos per second of every extraction variant on the same ZIP tree, in alternating passes."""
+    from .extract import ExtractSettings, decode, extract, face_mesh
+    from .index import index_aihub
+
+    index = index_aihub(tree["root"])
+    n = len(index)
+    kit, no_draft = ExtractSettings(), ExtractSettings(draft_long_side=None)
+    quarter = ExtractSettings(draft_long_side=QUARTER_DRAFT)
+    mesh = face_mesh(True, kit.max_faces, kit.min_detection_confidence)
+    decoded = [decode(e, kit.draft_long_side)[0] for e in tree["encodings"]]
+    photos = [decoded[enc] for _z, _m, enc in tree["members"]]
+    pools = {k: _start_pool(k) for k in (1, 2)}
+    found: dict[str, int] = {}
+    runs = itertools.count()
+
+    def run_extract(s: ExtractSettings, **kwargs) -> int:
+        table, _ = extract(index, s, cache=scratch / f"cache-{next(runs)}", progress=False, **kwargs)
+        return int((table["status"] == "ok").sum())
+
+    def facemesh_alone() -> int:
+        return sum(bool(mesh.process(rgb).multi_face_landmarks) for rgb in photos)
+
+    variants: dict[str, Callable[[], int]] = {
+        "facemesh_alone": facemesh_alone,
+        "kit": lambda: run_extract(kit, workers=1),
+        "kit_full_decode": lambda: run_extract(no_draft, workers=1),
+        "kit_draft_1000": lambda: run_extract(quarter, workers=1),
+        "original": lambda: original_extract(tree["zips"]),
+        "kit_1_worker_process": lambda: run_extract(kit, executor=pools[1][0]),
+        "kit_2_worker_processes": lambda: run_extract(kit, executor=pools[2][0]),
+    }
+    for warm_up in ("kit", "kit_1_worker_process", "kit_2_worker_processes"):  # imports, FaceMesh, page cache
+        variants[warm_up]()
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for p in range(settings.passes):
+            for name in (variants if p % 2 == 0 else reversed(variants)):
+                t0 = time.perf_counter()
+                found[name] = variants[name]()
+                seconds[name].append(time.perf_counter() - t0)
+    finally:
+        for pool, _ in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+    rate = {k: _round(n / _median(v), 2) for k, v in seconds.items()}
+    return {"photos": n, "passes": settings.passes, "unique_photos": tree["unique_photos"],
+            "sizes": tree["sizes"], "exif_rotated": tree["exif_rotated"], "jpeg_mb_median": tree["jpeg_mb_median"],
+            "sources": tree["origins"], "photos_per_second": rate, "faces_found": found,
+            "decoded_size_kit": "x".join(map(str, decoded[0].shape[1::-1])),
+            "pool_start_seconds": {f"{k}_workers": _round(v[1], 2) for k, v in pools.items()},
+            "note": "facemesh_alone: static-mode FaceMesh on the photos already decoded as the kit decodes them; "
+                    "kit: in this process, a fresh cache each run; kit_draft_1000: "
+                    f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes 4032-px photos at 1/4 scale "
+                    "instead of 1/2 (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
+                    "worker pools started (and their FaceMesh built) before the clock"}
+
+
+# ----------------------------------------------------------------------------- 3. training
+
+def training_rows(n_people: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Model-ready rows (N, 1434) float32 and labels from the synthetic demo data, through the kit's own
+    preparation (training cost depends on the shapes only, not on the values)."""
+    from .crossval import prepare
+    from .synthetic import make_dataset
+
+    data = prepare(*make_dataset(n_people, 4, seed=seed))
+    return data.X, data.y
+
+
+def dataloader_epoch(x: np.ndarray, y: np.ndarray, n_samples: int, device: str = "cpu") -> float:
+    """Seconds for one epoch the way the original system trained: a ``DataLoader`` (shuffle) over a
+    ``TensorDataset`` in host memory, each batch moved to the device; same model, batch size, loss,
+    optimiser, schedule and noise as :func:`facekit.train.fit`."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .model import ModelConfig, ResNetMLP
+    from .train import TrainConfig
+
+    cfg = TrainConfig()
+    reps = math.ceil(n_samples / len(x))
+    xs = torch.as_tensor(np.tile(np.asarray(x, np.float32), (reps, 1))[:n_samples])
+    ys = torch.as_tensor(np.tile(np.asarray(y, np.int64), reps)[:n_samples])
+    torch.manual_seed(cfg.seed)
+    model = ResNetMLP(ModelConfig(n_features=xs.shape[1], n_classes=int(ys.max()) + 1)).to(device)
+    model.set_standardization(xs.to(device))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(TensorDataset(xs, ys), batch_size=cfg.batch_size, shuffle=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=len(loader), pct_start=0.1)
+    model.train()
+    t0 = time.perf_counter()
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
+        xb = xb + torch.randn_like(xb) * cfg.noise_sigma
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        float(loss.detach())
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """``torch.set_num_threads(n)`` for the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench_training(settings: BenchSettings) -> dict:
+    """Seconds per epoch and samples per second, in alternating passes: the kit's epoch at torch's default
+    thread count (what training uses: the kit sets none) against the original design's loop at the same
+    count, and the kit's epoch on one thread (on a machine shared with other work, intra-op threads wait
+    for each other's time slices)."""
+    import torch
+
+    from .train import time_epoch
+
+    x, y = training_rows()
+    n = settings.train_samples
+    threads = torch.get_num_threads()
+    out: dict = {"samples": n, "threads": threads, "batch_size": 64, "passes": settings.train_passes}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        variants: dict[str, Callable[[], float]] = {
+            "kit": lambda: time_epoch(x, y, n_samples=n, device=device)["seconds_per_epoch"],
+            "original_dataloader": lambda: dataloader_epoch(x, y, n, device),
+        }
+        if device == "cpu" and threads > 1:
+            def one_thread() -> float:
+                with _torch_threads(1):
+                    return time_epoch(x, y, n_samples=n, device=device)["seconds_per_epoch"]
+            variants["kit_1_thread"] = one_thread
+        seconds: dict[str, list[float]] = {k: [] for k in variants}
+        for p in range(settings.train_passes):
+            for name in (variants if p % 2 == 0 else reversed(variants)):
+                seconds[name].append(variants[name]())
+        out[device] = {name: {"seconds_per_epoch": _round(_median(v), 2),
+                              "samples_per_second": round(n / _median(v)),
+                              "seconds_per_100k_samples": _round(_median(v) * 100_000 / n, 2)}
+                       for name, v in seconds.items()}
+    if "cuda" not in out:
+        out["cuda"] = {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
+    return out
+
+
+# ----------------------------------------------------------------------------- 4. memory
+
+_CHILD = "import json, sys; from facekit.bench import _child; print(json.dumps(_child(json.loads(sys.argv[1]))))"
+
+
+def _child(job: dict) -> dict:
+    """Runs in a fresh interpreter for one memory measurement (see :func:`peak_memory`)."""
+    import resource
+
+    t0 = time.perf_counter()
+    if job["kind"] == "extract":
+        import pandas as pd
+
+        from .extract import default_workers, extract
+        from .index import index_aihub
+
+        index = index_aihub(job["root"])
+        index = pd.concat([index] * job["repeat"], ignore_index=True)
+        table, _ = extract(index, cache=job["cache"], progress=False)
+        cache_bytes = sum(f.stat().st_size for f in Path(job["cache"]).rglob("*") if f.is_file())
+        out = {"photos": len(index), "ok": int((table["status"] == "ok").sum()), "workers": default_workers(),
+               "cache_bytes_per_photo": round(cache_bytes / len(index))}
+    else:
+        import torch
+
+        from .train import time_epoch
+
+        torch.set_num_threads(1)  # the peak does not depend on it; the time would, on a busy machine
+        x, y = training_rows()
+        out = time_epoch(x, y, n_samples=job["samples"])
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["main_process_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def peak_memory(job: dict) -> dict:
+    """Run ``job`` in a subprocess; its result plus ``peak_rss_mb``, the largest sum of resident memory of
+    the subprocess and all its children (worker processes), sampled every 20 ms with psutil."""
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(job)], stdout=out, stderr=err,
+                                cwd=PROJECT_ROOT, text=True)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            peak = max(peak, total)
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"the benchmark subprocess for {job['kind']} failed (exit {proc.returncode}):\n"
+                               f"{err.read()[-3000:]}")
+    result = json.loads(lines[-1])
+    result["peak_rss_mb"] = round(peak / 2**20, 1)
+    return result
+
+
+def bench_memory(settings: BenchSettings, tree: dict, scratch: Path) -> dict:
+    """Peak memory extracting N and 10×N photos (the tree's index repeated) and training on ``train_samples``."""
+    small = peak_memory({"kind": "extract", "root": str(tree["root"]), "repeat": 1, "cache": str(scratch / "m1")})
+    large = peak_memory({"kind": "extract", "root": str(tree["root"]), "repeat": settings.memory_scale,
+                         "cache": str(scratch / "m10")})
+    train = peak_memory({"kind": "train", "samples": settings.train_samples})
+    return {"extraction": {"n": small, f"{settings.memory_scale}n": large},
+            "training": {"samples": settings.train_samples, **train},
+            "cache_bytes_per_photo": large["cache_bytes_per_photo"],
+            "note": f"{settings.memory_scale}×N: the tree's index rows repeated {settings.memory_scale} times (every "
+                    "row read, decoded and run through FaceMesh again); peak = sum over the process and its workers"}
+
+
+# ----------------------------------------------------------------------------- 5. inference server
+
+def _static_path_rate(frames: list[bytes], n: int) -> float:
+    """Frames per second of decode + static-mode FaceMesh in this process, one thread: the server's work
+    for one request without HTTP."""
+    from .extract import ExtractSettings, face_mesh
+    from .live import decode_frame
+
+    s = ExtractSettings()
+    mesh = face_mesh(True, s.max_faces, s.min_detection_confidence)
+    t0 = time.perf_counter()
+    for i in range(n):
+        mesh.process(decode_frame(frames[i % len(frames)]))
+    return n / (time.perf_counter() - t0)
+
+
+def bench_server(settings: BenchSettings, checkpoint: Path) -> dict:
+    """Load test of the inference server (:func:`facekit.server.load_test` on 640×480 frames of the demo
+    face) against one thread doing the same decode and static-mode FaceMesh in this process (measured
+    just before and just after); ``{"skipped": reason}`` where the server cannot run."""
+    from .live import demo_frames, encode_jpeg
+
+    try:
+        from .server import ServerSetupError, load_test, require_extra, running_server
+    except ImportError as exc:
+        return {"skipped": f"facekit.server is not available ({exc})"}
+    try:
+        require_extra()
+    except ServerSetupError as exc:
+        return {"skipped": str(exc)}
+    frames = [encode_jpeg(f) for f in demo_frames(8)]
+    n = settings.server_requests
+    with running_server(checkpoint) as url:
+        load_test(url, frames, n_requests=2 * settings.server_concurrency, concurrency=settings.server_concurrency)
+        before = _static_path_rate(frames, n // 2)
+        result = load_test(url, frames, n_requests=n, concurrency=settings.server_concurrency)
+        after = _static_path_rate(frames, n // 2)
+    result["in_process_one_thread_per_s"] = _round((before + after) / 2, 1)
+    result["frame_size"] = "640x480"
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+def ratios(report: dict) -> dict[str, float]:
+    """Every ratio of a report, each against its reference measured in the same run."""
+    pf, ex, mem = report["per_frame"], report["extraction"]["photos_per_second"], report["memory"]
+    tr = report["training"]["cpu"]
+    out = {
+        "per_frame_vs_facemesh_tracking": pf["path_ms"] / pf["facemesh_tracking_ms"],
+        "per_frame_vs_facemesh_static": pf["path_ms"] / pf["facemesh_static_ms"],
+        "facemesh_static_vs_tracking": pf["facemesh_static_ms"] / pf["facemesh_tracking_ms"],
+        "model_alone_vs_facemesh_tracking": pf["model_alone_ms"] / pf["facemesh_tracking_ms"],
+        "extraction_vs_facemesh_alone": ex["kit"] / ex["facemesh_alone"],
+        "extraction_vs_original": ex["kit"] / ex["original"],
+        "extraction_full_decode_vs_draft": ex["kit_full_decode"] / ex["kit"],
+        "extraction_draft_1000_vs_draft": ex["kit_draft_1000"] / ex["kit"],
+        "extraction_draft_1000_vs_original": ex["kit_draft_1000"] / ex["original"],
+        "extraction_2_vs_1_workers": ex["kit_2_worker_processes"] / ex["kit_1_worker_process"],
+        "training_vs_original_dataloader": tr["kit"]["samples_per_second"] / tr["original_dataloader"]["samples_per_second"],
+        "extraction_memory_10x": (mem["extraction"][f"{report['settings']['memory_scale']}n"]["peak_rss_mb"]
+                                  / mem["extraction"]["n"]["peak_rss_mb"]),
+        "training_memory_vs_3gb": mem["training"]["peak_rss_mb"] / 3072,
+    }
+    if "kit_1_thread" in tr:
+        out["training_default_threads_vs_1_thread"] = tr["kit"]["samples_per_second"] / tr["kit_1_thread"]["samples_per_second"]
+    if "requests_per_s" in report["server"]:
+        out["server_vs_in_process_one_thread"] = (report["server"]["requests_per_s"]
+                                                  / report["server"]["in_process_one_thread_per_s"])
+    if "kit" in report["training"]["cuda"]:
+        cuda = report["training"]["cuda"]
+        out["training_cuda_vs_original_dataloader"] = (cuda["kit"]["samples_per_second"]
+                                                       / cuda["original_dataloader"]["samples_per_second"])
+    return {k: _round(v) for k, v in out.items()}
+
+
+def targets(report: dict) -> list[dict]:
+    """Each target with the measured ratio and whether it is met."""
+    r = report["ratios"]
+    rows = []
+    for name, key, op, limit in TARGETS:
+        value = r[key]
+        met = value <= limit if op == "<=" else value >= limit
+        rows.append({"target": name, "ratio": key, "measured": value, "limit": f"{op} {limit:g}", "met": bool(met)})
+        if key == "training_memory_vs_3gb" and report["memory"]["training"]["samples"] < 100_000:
+            rows[-1]["note"] = f"measured on {report['memory']['training']['samples']:,} samples (--quick)"
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """The report as Markdown: the figures with their same-run references, the stages and the targets."""
+    pf, ex, tr, mem = report["per_frame"], report["extraction"], report["training"], report["memory"]
+    rate, r = ex["photos_per_second"], report["ratios"]
+    n = ex["photos"]
+    scale = report["settings"]["memory_scale"]
+    rows = [
+        ("per frame: kit path (decode → FaceMesh → normalise → model → smoothing)", f"{pf['path_ms']:.2f} ms",
+         f"FaceMesh alone, tracking {pf['facemesh_tracking_ms']:.2f} ms", r["per_frame_vs_facemesh_tracking"]),
+        ("per frame: kit path", f"{pf['path_ms']:.2f} ms",
+         f"FaceMesh alone, static mode (the original server's) {pf['facemesh_static_ms']:.2f} ms",
+         r["per_frame_vs_facemesh_static"]),
+        ("per frame: model alone, batch 1", f"{pf['model_alone_ms']:.3f} ms",
+         f"FaceMesh alone, tracking {pf['facemesh_tracking_ms']:.2f} ms", r["model_alone_vs_facemesh_tracking"]),
+        (f"extraction: kit, 1 process ({n} photos, 12 MP)", f"{rate['kit']:.1f} photos/s",
+         f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s", r["extraction_vs_facemesh_alone"]),
+        ("extraction: kit, 1 process", f"{rate['kit']:.1f} photos/s",
+         f"original (full decode, new FaceMesh per photo) {rate['original']:.1f}/s", r["extraction_vs_original"]),
+        ("extraction: kit, draft decoding off", f"{rate['kit_full_decode']:.1f} photos/s",
+         f"kit, draft decoding on {rate['kit']:.1f}/s", r["extraction_full_decode_vs_draft"]),
+        (f"extraction: kit, draft_long_side={QUARTER_DRAFT} (¼-scale decode; not the default)",
+         f"{rate['kit_draft_1000']:.1f} photos/s", f"kit, default draft (½ scale here) {rate['kit']:.1f}/s",
+         r["extraction_draft_1000_vs_draft"]),
+        ("extraction: kit, 2 worker processes", f"{rate['kit_2_worker_processes']:.1f} photos/s",
+         f"1 worker process {rate['kit_1_worker_process']:.1f}/s", r["extraction_2_vs_1_workers"]),
+        (f"training: one epoch, {tr['samples']:,} samples, {tr['threads']} threads, CPU",
+         f"{tr['cpu']['kit']['seconds_per_epoch']:.2f} s ({tr['cpu']['kit']['samples_per_second']:,} samples/s)",
+         f"original DataLoader loop {tr['cpu']['original_dataloader']['seconds_per_epoch']:.2f} s",
+         r["training_vs_original_dataloader"]),
+        (f"memory: extracting {scale}×N = {mem['extraction'][f'{scale}n']['photos']} photos",
+         f"{mem['extraction'][f'{scale}n']['peak_rss_mb']:.0f} MB",
+         f"N = {mem['extraction']['n']['photos']} photos {mem['extraction']['n']['peak_rss_mb']:.0f} MB",
+         r["extraction_memory_10x"]),
+        (f"memory: training on {mem['training']['samples']:,} samples", f"{mem['training']['peak_rss_mb']:.0f} MB",
+         "3 GB", r["training_memory_vs_3gb"]),
+    ]
+    if "kit_1_thread" in tr["cpu"]:
+        rows.append((f"training: one epoch, {tr['threads']} threads (torch's default)",
+                     f"{tr['cpu']['kit']['samples_per_second']:,} samples/s",
+                     f"the same on 1 thread {tr['cpu']['kit_1_thread']['samples_per_second']:,} samples/s",
+                     r["training_default_threads_vs_1_thread"]))
+    if "training_cuda_vs_original_dataloader" in r:
+        c = tr["cuda"]
+        rows.append(("training: one epoch, CUDA", f"{c['kit']['seconds_per_epoch']:.2f} s",
+                     f"original DataLoader loop {c['original_dataloader']['seconds_per_epoch']:.2f} s",
+                     r["training_cuda_vs_original_dataloader"]))
+    lines = ["| measured | value | reference, same run | ratio |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d:.2f}× |" for a, b, c, d in rows]
+    stages = " · ".join(f"{k} {v:.2f}" for k, v in pf["stages_ms"].items())
+    lines += ["", f"Per-frame stages (median ms): {stages}; kernel at most {pf['kernel_fps']:.0f} frames/s.",
+              f"Landmark cache: {mem['cache_bytes_per_photo']:,} bytes per photo. Extraction worker pools took "
+              + ", ".join(f"{v:.1f} s ({k.replace('_', ' ')})" for k, v in ex["pool_start_seconds"].items())
+              + " to start (not in the rates)."]
+    if "cuda" in tr and "skipped" in tr["cuda"]:
+        lines.append(f"Training on CUDA: skipped ({tr['cuda']['skipped']}).")
+    sv = report["server"]
+    if "skipped" in sv:
+        lines.append(f"Inference server load test: skipped ({sv['skipped']}).")
+    else:
+        lines.append(f"Inference server load test (`/predict/image`, {sv['frame_size']} JPEGs, {sv['requests']} requests, "
+                     f"{sv['concurrency']} clients): {sv['requests_per_s']:.1f} requests/s, p50 {sv['p50_ms']:.0f} ms, "
+                     f"p95 {sv['p95_ms']:.0f} ms, {sv['errors']} errors; the same decode + static FaceMesh in this "
+                     f"process on one thread: {sv['in_process_one_thread_per_s']:.1f}/s "
+                     f"({r['server_vs_in_process_one_thread']:.2f}×).")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']:.2f}× | {'yes' if t['met'] else '**no**'}"
+              f"{' (' + t['note'] + ')' if 'note' in t else ''} |" for t in report["targets"]]
+    m = report["machine"]
+    lines += ["", f"{m['date']}, {m['cpu']}, {m['cores']} cores, load average {m['load_average']} at the start, "
+                  f"{report['load_average_end']} at the end; mode {report['mode']}."]
+    return "\n".join(lines)
+
+
+def run(quick: bool = False, out: Path | str | None = None, checkpoint: Path | str | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Run every section and write the report to ``out`` (default ``reports/bench.json``); returns it."""
+    settings = QUICK if quick else FULL
+    checkpoint = Path(checkpoint) if checkpoint else PROJECT_ROOT / "weights" / "demo_binary.pt"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; pass --checkpoint with a facekit "
+                                "checkpoint (the shipped weights/demo_binary.pt is the default)")
+    out = Path(out) if out else reports_dir() / "bench.json"
+    t_start = time.perf_counter()
+    report: dict = {"mode": "quick" if quick else "full", "settings": asdict(settings), "machine": machine(),
+                    "section_seconds": {}}
+
+    def section(name: str, message: str, fn: Callable[[], dict]) -> None:
+        log(message)
+        t0 = time.perf_counter()
+        report[name] = fn()
+        report["section_seconds"][name] = _round(time.perf_counter() - t0, 1)
+
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-") as tmp:
+        scratch = Path(tmp)
+        section("per_frame", "1/5 per frame: FaceMesh alone (tracking, static), the kit's path, the model alone …",
+                lambda: bench_per_frame(settings, checkpoint))
+        log(f"2/5 extraction: building {settings.photos} smartphone-size photos in AI Hub ZIPs …")
+        tree = build_photo_zips(scratch / "aihub", settings.photos, settings.unique_photos)
+        section("extraction", "    timing FaceMesh alone, the kit (draft on/off, 1 and 2 workers), the original …",
+                lambda: bench_extraction(settings, tree, scratch))
+        section("training", f"3/5 training: one epoch over {settings.train_samples:,} samples, kit and original loop …",
+                lambda: bench_training(settings))
+        section("memory", "4/5 memory: extraction at N and 10×N photos, training (one subprocess each) …",
+                lambda: bench_memory(settings, tree, scratch))
+        section("server", "5/5 inference server load test …", lambda: bench_server(settings, checkpoint))
+    report["load_average_end"] = [_round(v, 2) for v in os.getloadavg()]
+    report["seconds"] = _round(time.perf_counter() - t_start, 1)
+    report["ratios"] = ratios(report)
+    report["targets"] = targets(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
+    report["out"] = str(out)
+    return report

@@ -1,0 +1,71 @@
+"""``python -m facekit bench --quick``: it runs end to end and writes a complete report.
+
+No timing thresholds: the figures depend on the machine and its load.  What is
+checked is that every section ran, that every ratio is a positive finite number
+measured against its reference, and that each target says whether it was met.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from facekit.bench import TARGETS
+from facekit.paths import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    env = dict(os.environ, FACEKIT_REPORTS=str(reports))
+    run = subprocess.run([sys.executable, "-m", "facekit", "bench", "--quick"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    path = reports / "bench.json"
+    assert path.is_file(), f"bench wrote no {path}; stdout:\n{run.stdout[-2000:]}"
+    return json.loads(path.read_text()), run.stdout
+
+
+def test_machine_and_versions(quick_report):
+    report, _ = quick_report
+    assert report["mode"] == "quick"
+    m = report["machine"]
+    assert m["date"] and m["cpu"] and m["cores"] >= 1
+    assert {"python", "torch", "mediapipe", "numpy", "facekit"} <= set(m["versions"])
+
+
+def test_every_section_measured(quick_report):
+    report, _ = quick_report
+    pf = report["per_frame"]
+    assert pf["faces_found_per_pass"] > 0
+    assert set(pf["stages_ms"]) >= {"decode", "facemesh", "normalise", "model", "smoothing"}
+    ex = report["extraction"]
+    assert set(ex["photos_per_second"]) == {"facemesh_alone", "kit", "kit_full_decode", "kit_draft_1000", "original",
+                                            "kit_1_worker_process", "kit_2_worker_processes"}
+    assert ex["exif_rotated"] >= 1 and ex["faces_found"]["kit"] >= 1
+    tr = report["training"]
+    assert tr["threads"] >= 1 and {"kit", "original_dataloader"} <= set(tr["cpu"])
+    assert "kit" in tr["cuda"] or "skipped" in tr["cuda"]
+    mem = report["memory"]
+    assert mem["extraction"]["10n"]["photos"] == 10 * mem["extraction"]["n"]["photos"]
+    assert mem["training"]["peak_rss_mb"] > 0 and mem["cache_bytes_per_photo"] > 0
+    assert "skipped" in report["server"] or report["server"]["errors"] == 0
+
+
+def test_every_ratio_is_positive_and_finite(quick_report):
+    report, _ = quick_report
+    assert len(report["ratios"]) >= 10
+    for name, value in report["ratios"].items():
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, value)
+
+
+def test_targets_say_met_or_missed(quick_report):
+    report, stdout = quick_report
+    assert [t["ratio"] for t in report["targets"]] == [key for _name, key, _op, _limit in TARGETS]
+    for t in report["targets"]:
+        assert isinstance(t["met"], bool) and t["measured"] == report["ratios"][t["ratio"]]
+    assert "| target | measured | met |" in stdout
