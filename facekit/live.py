@@ -209,11 +209,6 @@ def _area(box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
-def _where(box, width: int) -> str:
-    centre = (box[0] + box[2]) / 2 / max(width, 1)
-    return "left" if centre < 0.4 else "right" if centre > 0.6 else "centre"
-
-
 # ----------------------------------------------------------------------------- the per-frame path
 
 class LivePipeline:
@@ -423,8 +418,10 @@ class LivePipeline:
             result.others = [b for i, b in enumerate(boxes) if i != used]
             if len(faces) > 1:
                 result.state = "multiple_faces"
-                result.message = (f"{len(faces)} faces in view: scoring the largest (the one on the "
-                                  f"{_where(boxes[used], width)}, outlined); the others are ignored")
+                # No "left"/"right": the panels show the camera mirrored, files are not, so a side would
+                # be wrong in one of them; the scored face is the one with landmarks drawn on it.
+                result.message = (f"{len(faces)} faces in view: scoring the largest (the one with landmarks "
+                                  "drawn on it); the others are ignored")
             self._score(result, faces[used], width, height, timings)
             return self._finish(result)
 
