@@ -166,13 +166,17 @@ class SelectedResNetMLP:
     the layout and the epoch, as logistic regression's C is picked.  The model is
     then retrained on all training people on the same schedule up to that epoch,
     and the threshold is chosen on the pooled out-of-fold probabilities at that epoch.
+    ``ensemble`` > 1 retrains that many models (seeds ``random_state`` + 0, 1, …) and
+    averages their probabilities: on a few dozen photos one network's answers
+    depend on its seed almost as much as on the data.
     """
 
     def __init__(self, n_classes: int, model_config: ModelConfig = ModelConfig(),
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
-                 layouts="auto"):
+                 layouts="auto", ensemble: int = 1):
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
         self.inner_folds, self.random_state, self.layouts = inner_folds, random_state, layouts
+        self.ensemble = max(1, int(ensemble))
 
     def fit(self, X, y, groups):
         tc = replace(self.train_config, seed=self.random_state)
@@ -197,13 +201,16 @@ class SelectedResNetMLP:
         score, self.layout_, self.epoch_, oof_p, mc = best
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_ = _threshold(oof_y, oof_p[:, 1]) if self.n_classes == 2 else None
-        self.model_, self.history_ = fit(X[:, self.columns_], y, None, None, mc, replace(tc, stop_epoch=self.epoch_))
+        self.models_ = [fit(X[:, self.columns_], y, None, None, mc,
+                            replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
+                        for k in range(self.ensemble)]
+        self.model_ = self.models_[0]
         self.selected_ = {"layout": self.layout_, "epoch": self.epoch_, "threshold": self.threshold_,
-                          "inner_val_bal_acc": score}
+                          "inner_val_bal_acc": score, "ensemble": self.ensemble}
         return self
 
     def predict_proba(self, X):
-        return predict_proba(self.model_, X[:, self.columns_])
+        return np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
 
 
 class SelectedLogReg:
@@ -277,9 +284,9 @@ class Majority:
 
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
-               layouts="auto"):
+               layouts="auto", ensemble: int = 1):
     if kind == "resnet-mlp":
-        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts)
+        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble)
     if kind == "logreg":
         return SelectedLogReg(n_classes, inner_folds, seed, layouts)
     if kind == "majority":
@@ -291,11 +298,11 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
 
 def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int = 0, inner_folds="auto",
              model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
-             progress: bool = True, n_boot: int = 1000, layouts="auto") -> dict:
+             progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
-    both when the protocol's features are ``xyz``)."""
+    both when the protocol's features are ``xyz``); ``ensemble``: ResNet MLPs averaged per fold."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -311,7 +318,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     fold_rows = []
     for k, (tr, te) in enumerate(tqdm(splits, desc=f"{model} folds", unit="fold", disable=not progress)):
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
-        clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts).fit(X[tr], y[tr], g[tr])
+        clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts, ensemble).fit(X[tr], y[tr], g[tr])
         prob[te] = clf.predict_proba(X[te])
         thr = clf.threshold_ if binary else None
         pred[te] = ev.predict_with_threshold(prob[te], thr)
@@ -332,6 +339,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         "task": data.protocol.task, "classes": list(data.classes), "model": model,
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
                      "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
+                     "ensemble": ensemble if model == "resnet-mlp" else None,
                      "selection": "feature layout, epochs/C and threshold chosen on inner person folds of "
                                   "each training part"},
         "seed": seed, **data.counts,

@@ -18,7 +18,7 @@ from facekit.crossval import Protocol, crossval, prepare
 from facekit.labels import EMOTIONS
 from facekit.model import ModelConfig
 from facekit.normalize import NormalizeSettings, normalize
-from facekit.train import TrainConfig
+from facekit.train import TrainConfig, predict_proba
 
 torch.set_num_threads(1)
 threadpool_limits(1)  # BLAS threads fight on a shared machine: logreg is ~20× slower
@@ -247,3 +247,13 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert result["n_other_scored"] == result["n_other_emotions"] > 0
     assert set(result["false_alarm_by_emotion"]) <= set(EMOTIONS.values()) - {"neutral", "anxious"}
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
+
+
+def test_mlp_ensemble_averages_its_networks(binary):
+    from facekit.crossval import make_model
+
+    clf = make_model("resnet-mlp", 2, inner_folds=1, ensemble=2, **FAST_MLP).fit(binary.X, binary.y, binary.groups)
+    assert len(clf.models_) == 2 and clf.selected_["ensemble"] == 2
+    one, two = (predict_proba(m, binary.X[:, clf.columns_]) for m in clf.models_)
+    assert not np.allclose(one, two)  # different seeds, different networks
+    np.testing.assert_allclose(clf.predict_proba(binary.X), (one + two) / 2, rtol=0, atol=1e-6)
