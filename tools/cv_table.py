@@ -7,15 +7,20 @@ import sys
 from pathlib import Path
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/cv")
-print("| data | task | protocol | model | folds | photos / people | balanced acc. (95% CI by person) | accuracy "
+print("| data | task | protocol | model | folds | layouts chosen | photos / people | balanced acc. (95% CI by person) | accuracy "
       "| recall (neutral or rest / anxious) | AUC | false alarms on other emotions | minutes |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for path in sorted(folder.glob("*.json")):
     r = json.loads(path.read_text())
     ci = r.get("balanced_accuracy_ci95") or [float("nan")] * 2
     rec = r["recall"]
     neg, pos = list(rec.values())[0], rec.get("anxious", float("nan"))
     fa = r.get("false_alarm_other")
-    print(f"| {Path(r['data']).name} | {r['task']} | {r['protocol']['calibration']} | {r['model']} | {r['protocol']['folds']} "
-          f"| {r['n_images']} / {r['n_people']} | {r['balanced_accuracy']:.3f} ({ci[0]:.2f}–{ci[1]:.2f}) | {r['accuracy']:.3f} "
+    model = r["model"] + (f" ×{r['protocol']['ensemble']}" if (r["protocol"].get("ensemble") or 1) > 1 else "")
+    if r["protocol"].get("inner_folds") not in (None, "auto"):
+        model += f" (inner {r['protocol']['inner_folds']})"
+    chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
+    layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
+    print(f"| {Path(r['data']).name} | {r['task']} | {r['protocol']['calibration']} | {model} | {r['protocol']['folds']} "
+          f"| {layouts} | {r['n_images']} / {r['n_people']} | {r['balanced_accuracy']:.3f} ({ci[0]:.2f}–{ci[1]:.2f}) | {r['accuracy']:.3f} "
           f"| {neg:.2f} / {pos:.2f} | {r['auc']:.3f} | {'—' if fa is None else f'{fa:.2f}'} | {r['runtime_s'] / 60:.1f} |")
