@@ -22,10 +22,11 @@ the machine hits both alike; the ratios are what to compare across machines.
    A variant with ``draft_long_side=1000`` shows what a ¼-scale decode of such
    photos would give (not the default).
 3. **Training**: one epoch over 100,000 samples (:func:`facekit.train.time_epoch`,
-   data kept on the device) at torch's default thread count, which the kit does
-   not change, against the original design's loop (a ``DataLoader`` over a
-   ``TensorDataset``) with the same model, batch size and threads, and against
-   the kit's epoch on one thread; on CUDA too where present.
+   data kept on the device) against the original design's loop (a ``DataLoader``
+   over a ``TensorDataset``) with the same model and batch size, both on one
+   thread; and the kit's epoch at torch's default thread count (what training
+   gets: the kit sets none) against one thread, on fewer samples (on a shared
+   machine the default threads can be many times slower); on CUDA too where present.
 4. **Memory**: peak resident memory of a subprocess (and its workers) while
    extracting N and 10×N photos and while training on 100,000 samples; the
    landmark cache's bytes per photo.
@@ -70,18 +71,19 @@ class BenchSettings:
     """How much work each section does.  ``passes``: alternating passes of every variant."""
 
     frames: int = 120
-    passes: int = 3
-    photos: int = 48
+    passes: int = 2
+    photos: int = 32
     unique_photos: int = 16
     memory_scale: int = 10
     train_samples: int = 100_000
+    thread_samples: int = 5_000
     train_passes: int = 2
     server_requests: int = 200
     server_concurrency: int = 8
 
 
 FULL = BenchSettings()
-QUICK = BenchSettings(frames=30, passes=2, photos=8, unique_photos=8, train_samples=1_000,
+QUICK = BenchSettings(frames=30, passes=2, photos=8, unique_photos=8, train_samples=1_000, thread_samples=500,
                       server_requests=24, server_concurrency=4)
 
 #: Targets: (name, ratio key, "<=" or ">=", limit).  Each ratio is measured against its reference in the same run.
@@ -378,7 +380,7 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
             "sizes": tree["sizes"], "exif_rotated": tree["exif_rotated"], "jpeg_mb_median": tree["jpeg_mb_median"],
             "sources": tree["origins"], "photos_per_second": rate, "faces_found": found,
             "decoded_size_kit": "x".join(map(str, decoded[0].shape[1::-1])),
-            "pool_start_seconds": {f"{k}_workers": _round(v[1], 2) for k, v in pools.items()},
+            "pool_start_seconds": {f"{k}_worker{'s' if k > 1 else ''}": _round(v[1], 2) for k, v in pools.items()},
             "note": "facemesh_alone: static-mode FaceMesh on the photos already decoded as the kit decodes them; "
                     "kit: in this process, a fresh cache each run; kit_draft_1000: "
                     f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes 4032-px photos at 1/4 scale "
@@ -447,38 +449,56 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _alternate(variants: dict[str, Callable[[], float]], passes: int, n: int) -> dict:
+    """Run every variant ``passes`` times, the order reversed every other pass; median seconds per epoch of ``n``."""
+    seconds: dict[str, list[float]] = {k: [] for k in variants}
+    for p in range(passes):
+        for name in (variants if p % 2 == 0 else reversed(variants)):
+            seconds[name].append(variants[name]())
+    return {name: {"seconds_per_epoch": _round(_median(v), 2), "samples_per_second": round(n / _median(v)),
+                   "seconds_per_100k_samples": _round(_median(v) * 100_000 / n, 2)} for name, v in seconds.items()}
+
+
 def bench_training(settings: BenchSettings) -> dict:
-    """Seconds per epoch and samples per second, in alternating passes: the kit's epoch at torch's default
-    thread count (what training uses: the kit sets none) against the original design's loop at the same
-    count, and the kit's epoch on one thread (on a machine shared with other work, intra-op threads wait
-    for each other's time slices)."""
+    """Seconds per epoch and samples per second, each pair in alternating passes.
+
+    ``cpu``: the kit's epoch (:func:`facekit.train.time_epoch`) against the original
+    design's ``DataLoader`` loop over ``train_samples``, both on one thread.
+    ``threads``: the kit's epoch at torch's default thread count (what training gets:
+    the kit sets none) against one thread, over ``thread_samples`` (an epoch's cost is
+    linear in its samples).  Where the machine is shared, the default threads wait for
+    each other's time slices and can be many times slower than one, so the long
+    pair runs on one thread.  ``cuda``: the kit against the loop, where present.
+    """
     import torch
 
     from .train import time_epoch
 
     x, y = training_rows()
-    n = settings.train_samples
-    threads = torch.get_num_threads()
-    out: dict = {"samples": n, "threads": threads, "batch_size": 64, "passes": settings.train_passes}
-    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        variants: dict[str, Callable[[], float]] = {
-            "kit": lambda: time_epoch(x, y, n_samples=n, device=device)["seconds_per_epoch"],
-            "original_dataloader": lambda: dataloader_epoch(x, y, n, device),
-        }
-        if device == "cpu" and threads > 1:
-            def one_thread() -> float:
-                with _torch_threads(1):
-                    return time_epoch(x, y, n_samples=n, device=device)["seconds_per_epoch"]
-            variants["kit_1_thread"] = one_thread
-        seconds: dict[str, list[float]] = {k: [] for k in variants}
-        for p in range(settings.train_passes):
-            for name in (variants if p % 2 == 0 else reversed(variants)):
-                seconds[name].append(variants[name]())
-        out[device] = {name: {"seconds_per_epoch": _round(_median(v), 2),
-                              "samples_per_second": round(n / _median(v)),
-                              "seconds_per_100k_samples": _round(_median(v) * 100_000 / n, 2)}
-                       for name, v in seconds.items()}
-    if "cuda" not in out:
+    n, small = settings.train_samples, settings.thread_samples
+    default = torch.get_num_threads()
+
+    def kit(samples: int, device: str = "cpu") -> float:
+        return time_epoch(x, y, n_samples=samples, device=device)["seconds_per_epoch"]
+
+    def one_thread(fn: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            with _torch_threads(1):
+                return fn()
+        return run
+
+    out: dict = {"samples": n, "batch_size": 64, "passes": settings.train_passes, "default_threads": default,
+                 "cpu": {"threads": 1, **_alternate({"kit": one_thread(lambda: kit(n)),
+                                                     "original_dataloader": one_thread(lambda: dataloader_epoch(x, y, n))},
+                                                    settings.train_passes, n)},
+                 "threads": {"samples": small, **_alternate({"kit_default_threads": lambda: kit(small),
+                                                             "kit_1_thread": one_thread(lambda: kit(small))},
+                                                            settings.train_passes, small)}}
+    if torch.cuda.is_available():
+        out["cuda"] = _alternate({"kit": lambda: kit(n, "cuda"),
+                                  "original_dataloader": lambda: dataloader_epoch(x, y, n, "cuda")},
+                                 settings.train_passes, n)
+    else:
         out["cuda"] = {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
     return out
 
@@ -490,8 +510,6 @@ _CHILD = "import json, sys; from facekit.bench import _child; print(json.dumps(_
 
 def _child(job: dict) -> dict:
     """Runs in a fresh interpreter for one memory measurement (see :func:`peak_memory`)."""
-    import resource
-
     t0 = time.perf_counter()
     if job["kind"] == "extract":
         import pandas as pd
@@ -499,12 +517,12 @@ def _child(job: dict) -> dict:
         from .extract import default_workers, extract
         from .index import index_aihub
 
-        index = index_aihub(job["root"])
-        index = pd.concat([index] * job["repeat"], ignore_index=True)
+        photos = index_aihub(job["root"])
+        index = pd.concat([photos] * job["repeat"], ignore_index=True)
         table, _ = extract(index, cache=job["cache"], progress=False)
         cache_bytes = sum(f.stat().st_size for f in Path(job["cache"]).rglob("*") if f.is_file())
         out = {"photos": len(index), "ok": int((table["status"] == "ok").sum()), "workers": default_workers(),
-               "cache_bytes_per_photo": round(cache_bytes / len(index))}
+               "cache_bytes_per_photo": round(cache_bytes / len(photos))}  # repeated rows share one cache entry
     else:
         import torch
 
@@ -514,7 +532,6 @@ def _child(job: dict) -> dict:
         x, y = training_rows()
         out = time_epoch(x, y, n_samples=job["samples"])
     out["seconds"] = round(time.perf_counter() - t0, 2)
-    out["main_process_peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
 
@@ -554,7 +571,7 @@ def bench_memory(settings: BenchSettings, tree: dict, scratch: Path) -> dict:
     train = peak_memory({"kind": "train", "samples": settings.train_samples})
     return {"extraction": {"n": small, f"{settings.memory_scale}n": large},
             "training": {"samples": settings.train_samples, **train},
-            "cache_bytes_per_photo": large["cache_bytes_per_photo"],
+            "cache_bytes_per_photo": small["cache_bytes_per_photo"],
             "note": f"{settings.memory_scale}×N: the tree's index rows repeated {settings.memory_scale} times (every "
                     "row read, decoded and run through FaceMesh again); peak = sum over the process and its workers"}
 
@@ -623,8 +640,9 @@ def ratios(report: dict) -> dict[str, float]:
                                   / mem["extraction"]["n"]["peak_rss_mb"]),
         "training_memory_vs_3gb": mem["training"]["peak_rss_mb"] / 3072,
     }
-    if "kit_1_thread" in tr:
-        out["training_default_threads_vs_1_thread"] = tr["kit"]["samples_per_second"] / tr["kit_1_thread"]["samples_per_second"]
+    th = report["training"]["threads"]
+    out["training_default_threads_vs_1_thread"] = (th["kit_default_threads"]["samples_per_second"]
+                                                   / th["kit_1_thread"]["samples_per_second"])
     if "requests_per_s" in report["server"]:
         out["server_vs_in_process_one_thread"] = (report["server"]["requests_per_s"]
                                                   / report["server"]["in_process_one_thread_per_s"])
@@ -651,7 +669,7 @@ def targets(report: dict) -> list[dict]:
 def format_table(report: dict) -> str:
     """The report as Markdown: the figures with their same-run references, the stages and the targets."""
     pf, ex, tr, mem = report["per_frame"], report["extraction"], report["training"], report["memory"]
-    rate, r = ex["photos_per_second"], report["ratios"]
+    rate, r, th = ex["photos_per_second"], report["ratios"], tr["threads"]
     n = ex["photos"]
     scale = report["settings"]["memory_scale"]
     rows = [
@@ -673,10 +691,21 @@ def format_table(report: dict) -> str:
          r["extraction_draft_1000_vs_draft"]),
         ("extraction: kit, 2 worker processes", f"{rate['kit_2_worker_processes']:.1f} photos/s",
          f"1 worker process {rate['kit_1_worker_process']:.1f}/s", r["extraction_2_vs_1_workers"]),
-        (f"training: one epoch, {tr['samples']:,} samples, {tr['threads']} threads, CPU",
+        (f"training: one epoch, {tr['samples']:,} samples, 1 thread, CPU",
          f"{tr['cpu']['kit']['seconds_per_epoch']:.2f} s ({tr['cpu']['kit']['samples_per_second']:,} samples/s)",
          f"original DataLoader loop {tr['cpu']['original_dataloader']['seconds_per_epoch']:.2f} s",
          r["training_vs_original_dataloader"]),
+        (f"training: {th['samples']:,} samples on {tr['default_threads']} threads (torch's default)",
+         f"{th['kit_default_threads']['samples_per_second']:,} samples/s",
+         f"the same on 1 thread {th['kit_1_thread']['samples_per_second']:,} samples/s",
+         r["training_default_threads_vs_1_thread"]),
+    ]
+    if "training_cuda_vs_original_dataloader" in r:
+        c = tr["cuda"]
+        rows.append(("training: one epoch, CUDA", f"{c['kit']['seconds_per_epoch']:.2f} s",
+                     f"original DataLoader loop {c['original_dataloader']['seconds_per_epoch']:.2f} s",
+                     r["training_cuda_vs_original_dataloader"]))
+    rows += [
         (f"memory: extracting {scale}×N = {mem['extraction'][f'{scale}n']['photos']} photos",
          f"{mem['extraction'][f'{scale}n']['peak_rss_mb']:.0f} MB",
          f"N = {mem['extraction']['n']['photos']} photos {mem['extraction']['n']['peak_rss_mb']:.0f} MB",
@@ -684,16 +713,6 @@ def format_table(report: dict) -> str:
         (f"memory: training on {mem['training']['samples']:,} samples", f"{mem['training']['peak_rss_mb']:.0f} MB",
          "3 GB", r["training_memory_vs_3gb"]),
     ]
-    if "kit_1_thread" in tr["cpu"]:
-        rows.append((f"training: one epoch, {tr['threads']} threads (torch's default)",
-                     f"{tr['cpu']['kit']['samples_per_second']:,} samples/s",
-                     f"the same on 1 thread {tr['cpu']['kit_1_thread']['samples_per_second']:,} samples/s",
-                     r["training_default_threads_vs_1_thread"]))
-    if "training_cuda_vs_original_dataloader" in r:
-        c = tr["cuda"]
-        rows.append(("training: one epoch, CUDA", f"{c['kit']['seconds_per_epoch']:.2f} s",
-                     f"original DataLoader loop {c['original_dataloader']['seconds_per_epoch']:.2f} s",
-                     r["training_cuda_vs_original_dataloader"]))
     lines = ["| measured | value | reference, same run | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d:.2f}× |" for a, b, c, d in rows]
     stages = " · ".join(f"{k} {v:.2f}" for k, v in pf["stages_ms"].items())

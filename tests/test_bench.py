@@ -48,7 +48,9 @@ def test_every_section_measured(quick_report):
                                             "kit_1_worker_process", "kit_2_worker_processes"}
     assert ex["exif_rotated"] >= 1 and ex["faces_found"]["kit"] >= 1
     tr = report["training"]
-    assert tr["threads"] >= 1 and {"kit", "original_dataloader"} <= set(tr["cpu"])
+    assert tr["default_threads"] >= 1 and tr["cpu"]["threads"] == 1
+    assert {"kit", "original_dataloader"} <= set(tr["cpu"])
+    assert {"kit_default_threads", "kit_1_thread"} <= set(tr["threads"])
     assert "kit" in tr["cuda"] or "skipped" in tr["cuda"]
     mem = report["memory"]
     assert mem["extraction"]["10n"]["photos"] == 10 * mem["extraction"]["n"]["photos"]
