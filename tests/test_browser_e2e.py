@@ -36,27 +36,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import CHROMIUM, require_browser_tools
 
 from facekit.paths import PROJECT_ROOT, shared_datasets
 
-CHROMIUM = os.environ.get("FACEKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "05_live_webcam_demo.ipynb"
 RESULTS = PROJECT_ROOT / "test-results"
 HELD_OUT = "KM"
 CLIP_FPS = 30
 SECONDS_PER_PHOTO = 1.5
-
-
-def _require_tools():
-    missing = [what for what, ok in ((f"Debian's chromium ({CHROMIUM}; or set FACEKIT_CHROMIUM)",
-                                      os.access(CHROMIUM, os.X_OK)),
-                                     ("ffmpeg", shutil.which("ffmpeg") is not None)) if not ok]
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the Python playwright package")
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed; ./kit test installs them")
 
 
 def _free_port() -> int:
@@ -282,7 +270,7 @@ def _wait(page, fn, arg, until, timeout: float, what: str, poll: float = 0.25):
 
 
 def test_notebook_05_in_a_real_browser(tmp_path: Path):
-    _require_tools()
+    require_browser_tools()
     from playwright.sync_api import sync_playwright
 
     jaffe = (shared_datasets() / "jaffe").is_dir()

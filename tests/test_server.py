@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from builders import CHROMIUM, require_browser_tools
 
 from facekit import demo, live
 from facekit.checkpoint import load
@@ -41,7 +42,6 @@ PERSONAL = PROJECT_ROOT / "weights" / "demo_binary_personal.pt"
 RESULTS = PROJECT_ROOT / "test-results"
 MAX_BYTES = 2_000_000
 MAX_PIXELS = 4_000_000
-CHROMIUM = os.environ.get("FACEKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -523,18 +523,6 @@ def shared_photos() -> list[bytes]:
 
 # ----------------------------------------------------------------------------- the web page in a real browser
 
-def _require_browser_tools():
-    missing = [what for what, ok in ((f"Debian's chromium ({CHROMIUM}; or set FACEKIT_CHROMIUM)",
-                                      os.access(CHROMIUM, os.X_OK)),
-                                     ("ffmpeg", shutil.which("ffmpeg") is not None)) if not ok]
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the Python playwright package")
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed; ./kit test installs them")
-
-
 def _clip(frames: list[np.ndarray], seconds_each: float, path: Path, fps: int = 15) -> Path:
     """Still 640×480 frames, each held ``seconds_each`` → a .y4m that Chromium's fake camera loops."""
     folder = path.parent / "clip_frames"
@@ -570,7 +558,7 @@ def _wait(page, until, timeout: float, what: str):
 def test_web_page_in_a_real_browser(tmp_path, personal_url):
     """The page's camera plays real faces, an empty room and two faces; it shows the score and every state,
     and calibrates a personal-neutral model."""
-    _require_browser_tools()
+    require_browser_tools()
     from playwright.sync_api import sync_playwright
 
     jaffe = shared_datasets() / "jaffe"
