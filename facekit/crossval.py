@@ -168,10 +168,12 @@ class SelectedResNetMLP:
     and the threshold is chosen on the pooled out-of-fold probabilities at that epoch.
     ``ensemble`` > 1 retrains that many models (seeds ``random_state`` + 0, 1, …) and
     averages their probabilities: on a few dozen photos one network's answers
-    depend on its seed almost as much as on the data.
+    depend on its seed almost as much as on the data.  ``model_config`` may be a
+    sequence of configs (e.g. with and without the linear path): the inner folds
+    then choose among them as among the layouts, each candidate multiplying the time.
     """
 
-    def __init__(self, n_classes: int, model_config: ModelConfig = ModelConfig(),
+    def __init__(self, n_classes: int, model_config: ModelConfig | tuple = ModelConfig(),
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1):
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -182,23 +184,28 @@ class SelectedResNetMLP:
         tc = replace(self.train_config, seed=self.random_state)
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         oof_y = np.concatenate([y[va] for _, va in folds])
+        configs = _model_configs(self.model_config)
         best = None
         self.inner_curves_ = {}
-        for layout in _layouts(self.layouts, X.shape[1]):
-            Xl = X[:, _columns(layout, X.shape[1])]
-            mc = replace(self.model_config, n_features=Xl.shape[1], n_classes=self.n_classes)
-            probas = []
-            for tr, va in folds:
-                _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tc, keep_val_proba=True)
-                probas.append(np.stack([h["val_proba"] for h in hist]))
-            oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
-            curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
-            smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
-            epoch = int(np.nanargmax(smooth)) + 1
-            self.inner_curves_[layout] = curve
-            if best is None or smooth[epoch - 1] > best[0]:
-                best = (float(smooth[epoch - 1]), layout, epoch, oof[epoch - 1], mc)
-        score, self.layout_, self.epoch_, oof_p, mc = best
+        self.inner_scores_ = {}
+        for c, config in enumerate(configs):
+            for layout in _layouts(self.layouts, X.shape[1]):
+                Xl = X[:, _columns(layout, X.shape[1])]
+                mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
+                probas = []
+                for tr, va in folds:
+                    _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tc, keep_val_proba=True)
+                    probas.append(np.stack([h["val_proba"] for h in hist]))
+                oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
+                curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
+                smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
+                epoch = int(np.nanargmax(smooth)) + 1
+                name = layout if len(configs) == 1 else f"{layout}/config{c}"
+                self.inner_curves_[name] = curve
+                self.inner_scores_[name] = float(smooth[epoch - 1])
+                if best is None or smooth[epoch - 1] > best[0]:
+                    best = (float(smooth[epoch - 1]), layout, epoch, oof[epoch - 1], mc, c)
+        score, self.layout_, self.epoch_, oof_p, mc, self.config_index_ = best
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_ = _threshold(oof_y, oof_p[:, 1]) if self.n_classes == 2 else None
         self.models_ = [fit(X[:, self.columns_], y, None, None, mc,
@@ -206,11 +213,19 @@ class SelectedResNetMLP:
                         for k in range(self.ensemble)]
         self.model_ = self.models_[0]
         self.selected_ = {"layout": self.layout_, "epoch": self.epoch_, "threshold": self.threshold_,
-                          "inner_val_bal_acc": score, "ensemble": self.ensemble}
+                          "inner_val_bal_acc": score, "ensemble": self.ensemble,
+                          "linear_skip": mc.linear_skip, "inner_scores": self.inner_scores_}
+        if len(configs) > 1:
+            self.selected_["model_config"] = self.config_index_
         return self
 
     def predict_proba(self, X):
         return np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
+
+
+def _model_configs(model_config) -> tuple[ModelConfig, ...]:
+    """One ModelConfig, or a sequence of them for the inner folds to choose from."""
+    return (model_config,) if isinstance(model_config, ModelConfig) else tuple(model_config)
 
 
 class SelectedLogReg:
@@ -340,6 +355,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
                      "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
                      "ensemble": ensemble if model == "resnet-mlp" else None,
+                     "model_config": ([c.to_dict() for c in _model_configs(model_config)]
+                                      if model == "resnet-mlp" else None),
                      "selection": "feature layout, epochs/C and threshold chosen on inner person folds of "
                                   "each training part"},
         "seed": seed, **data.counts,

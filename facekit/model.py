@@ -4,10 +4,11 @@
                 ─ Linear → hidden width
                 ─ residual block × n:  h + Dropout(GELU(BN(Linear(Dropout(GELU(BN(Linear(h))))))))
                 ─ LayerNorm-free head: Linear → classes
+                [+ Linear(standardised x) → classes, with ``linear_skip=True``]
 
 Every switch the ablations need is a field of :class:`ModelConfig`
-(``skip=False`` removes the skip connections, ``standardize=False`` the input
-standardisation).
+(``skip=False`` removes the skip connections, the linear path included,
+``standardize=False`` the input standardisation).
 """
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ class ModelConfig:
     dropout: float = 0.3
     skip: bool = True
     standardize: bool = True
+    # A linear path from the standardised input to the logits ("wide & deep"): a skip connection
+    # spanning the whole network.  It and the deep head start at zero, so training starts where
+    # logistic regression's solver does and the deep part adds to a linear fit.  False keeps
+    # checkpoints written before the field existed loading unchanged.
+    linear_skip: bool = False
+
+    @property
+    def has_linear_path(self) -> bool:
+        """``skip=False`` (the "no skip connections" ablation) removes the linear path too."""
+        return self.linear_skip and self.skip
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +70,12 @@ class ResNetMLP(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(config.hidden, config.dropout, config.skip)
                                       for _ in range(config.blocks)])
         self.head = nn.Linear(config.hidden, config.n_classes)
+        self.linear = None
+        if config.has_linear_path:
+            self.linear = nn.Linear(config.n_features, config.n_classes)
+            for layer in (self.linear, self.head):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def set_standardization(self, x: torch.Tensor) -> None:
         """Fit the input standardisation on training rows (training people only).
@@ -75,7 +92,8 @@ class ResNetMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.standardize:
             x = (x - self.mean) / self.std
-        return self.head(self.blocks(self.proj(x)))
+        out = self.head(self.blocks(self.proj(x)))
+        return out if self.linear is None else out + self.linear(x)
 
 
 class FusedMLP:
@@ -85,7 +103,8 @@ class FusedMLP:
     (about 15 operators) costs more than the arithmetic.  Here the input
     standardisation is folded into the first Linear layer and every BatchNorm (with
     its running statistics) into the Linear layer before it, so a forward is four
-    or six matrix products and GELUs: the same function, to float32 rounding
+    or six matrix products and GELUs (plus one for the linear path, with the
+    standardisation folded in the same way): the same function, to float32 rounding
     (``tests/test_checkpoint.py`` checks it against the module).  Dropout is the
     identity in evaluation.  The weights are copied at construction: build a new
     one after further training.
@@ -99,11 +118,17 @@ class FusedMLP:
         with torch.no_grad():
             mean = model.mean.double().cpu().numpy()
             std = model.std.double().cpu().numpy()
-            w, b = self._fold(model.proj[0], model.proj[1])
-            if self.config.standardize:  # ((x − mean) / std) @ wᵀ + b  ==  x @ (w / std)ᵀ + (b − (w / std) @ mean)
-                w = w / std[None, :]
-                b = b - w @ mean
-            self.proj = (np.ascontiguousarray(w.T, np.float32), b.astype(np.float32))
+            def standardized(w, b):  # ((x − mean) / std) @ wᵀ + b  ==  x @ (w / std)ᵀ + (b − (w / std) @ mean)
+                if self.config.standardize:
+                    w = w / std[None, :]
+                    b = b - w @ mean
+                return np.ascontiguousarray(w.T, np.float32), b.astype(np.float32)
+
+            self.proj = standardized(*self._fold(model.proj[0], model.proj[1]))
+            self.linear = None
+            if model.linear is not None:
+                self.linear = standardized(model.linear.weight.double().cpu().numpy(),
+                                           model.linear.bias.double().cpu().numpy())
             self.blocks = []
             for block in model.blocks:
                 lin1, bn1, _, _, lin2, bn2, _, _ = block.body
@@ -126,11 +151,13 @@ class FusedMLP:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """x: (N, n_features) float32 → logits (N, n_classes) float32."""
-        h = self._gelu(np.asarray(x, np.float32) @ self.proj[0] + self.proj[1])
+        x = np.asarray(x, np.float32)
+        h = self._gelu(x @ self.proj[0] + self.proj[1])
         for (w1, b1), (w2, b2) in self.blocks:
             body = self._gelu(self._gelu(h @ w1 + b1) @ w2 + b2)
             h = h + body if self.config.skip else body
-        return h @ self.head[0] + self.head[1]
+        out = h @ self.head[0] + self.head[1]
+        return out if self.linear is None else out + (x @ self.linear[0] + self.linear[1])
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Softmax of :meth:`logits`, (N, n_classes) float32."""

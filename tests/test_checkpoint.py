@@ -173,8 +173,9 @@ def test_personal_neutral_needs_a_reference(faces, tmp_path):
     np.testing.assert_allclose(got, predict_proba(model, features(shapes[1:4] - reference)), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(skip=False), ModelConfig(standardize=False, n_classes=7)],
-                         ids=["default", "no-skip", "no-standardize-7class"])
+@pytest.mark.parametrize("config", [ModelConfig(), ModelConfig(skip=False), ModelConfig(standardize=False, n_classes=7),
+                                    ModelConfig(linear_skip=True), ModelConfig(linear_skip=True, standardize=False)],
+                         ids=["default", "no-skip", "no-standardize-7class", "linear-path", "linear-path-no-standardize"])
 def test_fused_forward_is_the_module_forward(config):
     """Predictor's CPU forward (folded standardisation and BatchNorm, NumPy) equals the torch module's."""
     from facekit.model import FusedMLP, ResNetMLP
@@ -190,6 +191,37 @@ def test_fused_forward_is_the_module_forward(config):
             m.running_var.uniform_(0.3, 3)
             m.weight.data.normal_()
             m.bias.data.normal_()
+    if model.linear is not None:  # the linear path and the deep head start at zero: give them weights
+        for layer in (model.linear, model.head):
+            layer.weight.data.normal_(std=0.05)
+            layer.bias.data.normal_()
     model.eval()
     np.testing.assert_allclose(FusedMLP(model).predict_proba(x), predict_proba(model, x), rtol=0, atol=1e-5)
+
+
+def test_checkpoint_without_the_linear_path_field_loads_as_before(faces, tmp_path):
+    """Checkpoints written before ``linear_skip`` existed have no such key: they load without the path."""
+    settings = NormalizeSettings("kit", align=True)
+    model = _trained(faces, settings, "xyz")
+    path = save(tmp_path / "old.pt", model, _meta(settings, "xyz"))
+    blob = torch.load(path, weights_only=True)
+    del blob["meta"]["model_config"]["linear_skip"]
+    torch.save(blob, path)
+    predictor = load(path)
+    assert predictor.model.linear is None and not predictor.model.config.linear_skip
+    lm, w, h, _ = faces
+    expected = predict_proba(model, features(normalize(lm, settings, width=w, height=h), "xyz"))
+    np.testing.assert_allclose(predictor.predict_landmarks(lm, w, h), expected, rtol=0, atol=1e-5)
+
+
+def test_linear_path_round_trip(faces, tmp_path):
+    settings = NormalizeSettings("kit", align=True)
+    lm, w, h, y = faces
+    x = features(normalize(lm, settings, width=w, height=h), "xyz")
+    mc = ModelConfig(n_features=x.shape[1], hidden=16, blocks=1, linear_skip=True)
+    model, _ = fit(x, y, None, None, mc, TrainConfig(epochs=3, batch_size=8, seed=1))
+    assert model.linear.weight.abs().sum() > 0
+    predictor = load(save(tmp_path / "linear.pt", model, _meta(settings, "xyz")))
+    assert predictor.model.config.linear_skip and predictor.model.linear is not None
+    np.testing.assert_allclose(predictor.predict_landmarks(lm, w, h), predict_proba(model, x), rtol=0, atol=1e-5)
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,22 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert result["n_other_scored"] == result["n_other_emotions"] > 0
     assert set(result["false_alarm_by_emotion"]) <= set(EMOTIONS.values()) - {"neutral", "anxious"}
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
+
+
+def test_inner_folds_choose_among_model_configs(binary):
+    from facekit.crossval import make_model
+
+    configs = (FAST_MLP["model_config"], replace(FAST_MLP["model_config"], linear_skip=True))
+    clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs,
+                     train_config=FAST_MLP["train_config"]).fit(binary.X, binary.y, binary.groups)
+    assert set(clf.inner_scores_) == {"xyz/config0", "xy/config0", "xyz/config1", "xy/config1"}
+    chosen = clf.selected_["model_config"]
+    assert clf.selected_["linear_skip"] == configs[chosen].linear_skip == (clf.model_.linear is not None)
+    assert clf.selected_["inner_val_bal_acc"] == max(clf.inner_scores_.values())
+    result = crossval(binary, folds=4, model="resnet-mlp", progress=False, n_boot=50, inner_folds=1,
+                      model_config=configs, train_config=FAST_MLP["train_config"])
+    assert [c["linear_skip"] for c in result["protocol"]["model_config"]] == [False, True]
+    assert all(f["model_config"] in (0, 1) for f in result["folds_detail"])
 
 
 def test_mlp_ensemble_averages_its_networks(binary):

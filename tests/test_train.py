@@ -107,6 +107,23 @@ def test_ablations_build_and_train(parts, switch):
         np.testing.assert_array_equal(predict_proba(model, xv), prob)
 
 
+def test_linear_path_starts_at_zero_and_skip_false_removes_it(parts):
+    xt, yt, xv, yv = parts
+    model = ResNetMLP(_mc(xt, replace(SMALL, linear_skip=True))).eval()
+    assert model.linear is not None
+    assert torch.equal(model(torch.as_tensor(xv, dtype=torch.float32)), torch.zeros(len(xv), 2))  # starts at logits 0
+    assert ResNetMLP(_mc(xt, replace(SMALL, linear_skip=True, skip=False))).linear is None  # the "no skip" ablation
+    assert ResNetMLP(_mc(xt)).linear is None  # off by default: older checkpoints load unchanged
+    trained, history = fit(xt, yt, xv, yv, _mc(xt, replace(SMALL, linear_skip=True)), replace(FAST, epochs=6))
+    # the logits are the linear path's plus the deep head's
+    x = torch.as_tensor(xv, dtype=torch.float32)
+    with torch.no_grad():
+        xs = (x - trained.mean) / trained.std
+        torch.testing.assert_close(trained(x), trained.head(trained.blocks(trained.proj(xs))) + trained.linear(xs))
+    assert trained.linear.weight.abs().sum() > 0 and trained.head.weight.abs().sum() > 0
+    assert balanced_accuracy_score(yv, predict_proba(trained, xv).argmax(1)) > 0.5
+
+
 def test_standardisation_is_applied_when_on():
     model = ResNetMLP(ModelConfig(n_features=10, hidden=8, blocks=1)).eval()
     x = torch.randn(4, 10)
