@@ -200,6 +200,20 @@ def decode_frame(data: bytes) -> np.ndarray:
     return decode(bytes(data))[0]
 
 
+def rgb_frame(data, width: int, height: int) -> np.ndarray:
+    """Packed 8-bit RGB rows (the browser's ``rgb`` frames) → an (H, W, 3) uint8 view of the same memory.
+
+    Nothing is decoded or copied; a buffer of the wrong length raises
+    :class:`facekit.extract.PhotoError` (``unreadable``), so the stream reports it and goes on.
+    """
+    width, height = int(width), int(height)
+    size = len(memoryview(data).cast("B")) if not isinstance(data, (bytes, bytearray)) else len(data)
+    if width <= 0 or height <= 0 or size != width * height * 3:
+        raise PhotoError("unreadable", f"an RGB frame of {width}×{height} needs {max(width * height * 3, 0):,} "
+                                       f"bytes, got {size:,}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+
+
 def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
     (x0, y0), (x1, y1) = lm[:, :2].min(0), lm[:, :2].max(0)
     return float(x0), float(y0), float(x1), float(y1)
@@ -362,9 +376,12 @@ class LivePipeline:
             self.settings = replace(self.settings, smoothing_s=float(seconds))
             self.smoother.time_constant_s = float(seconds)
 
-    def process(self, frame, t: float | None = None, bgr: bool = False) -> FrameResult:
+    def process(self, frame, t: float | None = None, bgr: bool = False,
+                size: tuple[int, int] | None = None) -> FrameResult:
         """One frame → :class:`FrameResult`.  ``frame``: JPEG/PNG bytes, or an (H, W, 3) uint8 array
-        (RGB, or BGR with ``bgr=True`` as OpenCV reads it); ``t``: its timestamp in seconds (default: now)."""
+        (RGB, or BGR with ``bgr=True`` as OpenCV reads it), or with ``size=(width, height)`` a buffer of
+        packed RGB rows (:func:`rgb_frame`, the browser's ``rgb`` frames); ``t``: its timestamp in
+        seconds (default: now)."""
         t = time.monotonic() if t is None else float(t)
         with self._lock:
             index = self.frames
@@ -372,7 +389,9 @@ class LivePipeline:
             timings = dict.fromkeys(STAGES, 0.0)
             t0 = time.perf_counter()
             try:
-                if isinstance(frame, (bytes, bytearray, memoryview)):
+                if size is not None:
+                    rgb = rgb_frame(frame, *size)
+                elif isinstance(frame, (bytes, bytearray, memoryview)):
                     rgb = decode_frame(bytes(frame) if not isinstance(frame, bytes) else frame)
                 else:
                     rgb = np.asarray(frame)
@@ -752,17 +771,22 @@ def demo_video(path: Path | str | None = None, seconds: float = 4.0, fps: float 
 
 
 def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int = 120, repeats: int = 3,
-              settings: LiveSettings = LiveSettings()) -> dict:
+              settings: LiveSettings = LiveSettings(), frame_format: str = "jpeg") -> dict:
     """Kernel-side cost per frame of the whole path against FaceMesh alone, on the same frames.
 
     ``frames``: JPEG bytes (default: ``n_frames`` demo frames at 640×480, quality 80,
-    as the browser sends them).  FaceMesh alone is ``mesh.process(rgb)`` with the
+    as the browser's ``jpeg`` frames).  FaceMesh alone is ``mesh.process(rgb)`` with the
     path's own settings on the already-decoded frames; the path is
-    :meth:`LivePipeline.process` on the JPEG bytes (decode, FaceMesh, normalise,
-    model, smoothing).  Passes alternate (``repeats`` of each) so that other load
-    on the machine hits both alike.  Returns medians in milliseconds, the ratio,
-    and the frames per second the kernel could sustain.
+    :meth:`LivePipeline.process` on the frames as the browser sends them
+    (``frame_format``: ``"jpeg"``, the JPEG bytes, decoded in the path; ``"rgb"``, the
+    same decoded pixels as packed RGB bytes, what the browser sends on a local
+    kernel), then FaceMesh, normalise, model, smoothing.  Passes alternate
+    (``repeats`` of each) so that other load on the machine hits both alike.
+    Returns medians in milliseconds, the ratio, and the frames per second the
+    kernel could sustain.
     """
+    if frame_format not in ("jpeg", "rgb"):
+        raise ValueError(f"frame_format must be 'jpeg' or 'rgb', got {frame_format!r}")
     if isinstance(predictor, (str, Path)):
         from .checkpoint import load
 
@@ -770,6 +794,7 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     if frames is None:
         frames = [encode_jpeg(f) for f in demo_frames(n_frames)]
     rgbs = [decode_frame(f) for f in frames]
+    sent = frames if frame_format == "jpeg" else [rgb.tobytes() for rgb in rgbs]
     mesh = face_mesh(not settings.tracking, settings.max_faces, settings.min_detection_confidence)
     for rgb in rgbs[:10]:  # warm-up: graph start, XNNPACK, torch
         mesh.process(rgb)
@@ -783,16 +808,18 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
             mesh.process(rgb)
             alone.append((time.perf_counter() - t0) * 1000)
         pipeline = LivePipeline(predictor, settings=settings)
-        for i, data in enumerate(frames):
+        for i, (data, rgb) in enumerate(zip(sent, rgbs)):
+            size = None if frame_format == "jpeg" else (rgb.shape[1], rgb.shape[0])
             t0 = time.perf_counter()
-            result = pipeline.process(data, t=i / 30)
+            result = pipeline.process(data, t=i / 30, size=size)
             totals.append((time.perf_counter() - t0) * 1000)
             faces += result.landmarks is not None
             for s in STAGES:
                 stages[s].append(result.timings.get(s, 0.0))
     med_alone, med_total = statistics.median(alone), statistics.median(totals)
     h, w = rgbs[0].shape[:2]
-    return {"frames": len(frames), "repeats": repeats, "size": f"{w}x{h}", "faces_found": faces / max(1, repeats),
+    return {"frames": len(frames), "repeats": repeats, "size": f"{w}x{h}", "frame_format": frame_format,
+            "faces_found": faces / max(1, repeats),
             "model": None if predictor is None else predictor.describe().get("model_config"),
             "facemesh_alone_ms": round(med_alone, 3),
             "pipeline_ms": round(med_total, 3),

@@ -1,7 +1,8 @@
 """The live panel: an anywidget that shows what :class:`facekit.live.LivePipeline` sees.
 
 The browser's own camera (``getUserMedia``, so it works with a remote kernel) sends
-one JPEG frame at a time with ``model.send({type: "frame"}, undefined, [buffer])``;
+one frame at a time (packed RGB when the page comes from this machine, else JPEG:
+the ``frame_format`` trait) with ``model.send({type: "frame"}, undefined, [buffer])``;
 the kernel answers each with an ack that carries the scored face's 2-D landmarks,
 and the browser sends the next frame only then, so frames never pile up.  The
 handler runs in the kernel's comm handler between cells, so the kernel stays free.
@@ -18,6 +19,7 @@ other cells can read them (``panel.score``, ``panel.state``, ``panel.summary()``
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ from .live import STATES, FrameResult, LivePipeline, LiveSettings, Source, Sourc
 from .live import run as run_source
 from .paths import ASSETS_DIR
 
+FRAME_FORMATS = ("auto", "rgb", "jpeg")
 PREVIEW_FPS = 15  # kernel sources: frames shown in the panel per second at most (the score uses every frame)
 SYNC_INTERVAL_S = 0.25  # the synced traits follow the frames at most this often (each frame's ack carries its own)
 
@@ -40,6 +43,13 @@ def _load(predictor):
 
         return load(predictor)
     return predictor
+
+
+def _frame_format_from_env() -> str:
+    value = os.environ.get("FACEKIT_FRAME_FORMAT", "auto").strip().lower() or "auto"
+    if value not in FRAME_FORMATS:
+        raise ValueError(f"FACEKIT_FRAME_FORMAT={value!r}: choose one of {', '.join(FRAME_FORMATS)}")
+    return value
 
 
 class LiveWidget(anywidget.AnyWidget):
@@ -78,10 +88,15 @@ class LiveWidget(anywidget.AnyWidget):
     width = t.Int(640).tag(sync=True)
     height = t.Int(480).tag(sync=True)
     jpeg_quality = t.Float(0.8).tag(sync=True)
+    #: How the browser sends frames: "rgb" (packed pixels, nothing to decode in the kernel; 0.9 MB a
+    #: 640×480 frame), "jpeg" (about 40 kB; for a kernel across a network), or "auto": rgb when the page
+    #: comes from this machine (localhost), else jpeg.  Default: $FACEKIT_FRAME_FORMAT, else "auto".
+    frame_format = t.Enum(FRAME_FORMATS, "auto").tag(sync=True)
 
     def __init__(self, predictor=None, personal=None, source=None, settings: LiveSettings = LiveSettings(),
                  **kwargs):
         self.pipeline = LivePipeline(_load(predictor), _load(personal), settings)
+        kwargs.setdefault("frame_format", _frame_format_from_env())
         super().__init__(smoothing_s=settings.smoothing_s, calibrate_s=settings.calibrate_s, **kwargs)
         self._source: Source | None = open_source(source)
         self.source = "browser" if self._source is None else self._source.name
@@ -267,9 +282,14 @@ class LiveWidget(anywidget.AnyWidget):
         ack = {"type": "ack", "id": content.get("id")}
         points = b""
         try:
-            data = bytes(buffers[0]) if buffers else b""
+            data = buffers[0] if buffers else b""
             stamp = content.get("t")
-            result = self.pipeline.process(data, None if stamp is None else float(stamp) / 1000.0)
+            stamp = None if stamp is None else float(stamp) / 1000.0
+            if content.get("format") == "rgb":  # packed RGB rows: used in place, nothing to decode
+                result = self.pipeline.process(data, stamp, size=(int(content.get("width") or 0),
+                                                                  int(content.get("height") or 0)))
+            else:
+                result = self.pipeline.process(bytes(data), stamp)
             fps = content.get("fps")
             self._publish(result, float(fps) if isinstance(fps, (int, float)) else None)
             ack.update(self._frame_message("ack", result))

@@ -342,6 +342,9 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
                     time.sleep(0.2)
                 last = observations[-1]
                 elapsed = last["wall"]
+                # A page served from this machine sends packed RGB frames (frame_format "auto"), not JPEG.
+                want_format = os.environ.get("FACEKIT_FRAME_FORMAT", "auto").replace("auto", "rgb")
+                assert last["frameFormat"] == want_format, last
                 asked = page.evaluate(JS_KERNEL_SUMMARY, NOTEBOOK.name)
                 kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])
                 kernel_frames = int(last["frames"]) - f0
@@ -362,7 +365,8 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
 
     fps = {"browser_fps_frames_acked": round(kernel_frames / elapsed, 2),
            "browser_fps_panel": _number(last["fps"]), "seconds_watched": round(elapsed, 1),
-           "frames": kernel_frames, "frame_size": "640x480", "camera_fps": CLIP_FPS, "clip": info["clip"],
+           "frames": kernel_frames, "frame_size": "640x480", "frame_format": last["frameFormat"],
+           "camera_fps": CLIP_FPS, "clip": info["clip"],
            "server_tcp_nodelay": os.environ.get("FACEKIT_LAB_NODELAY", "1") != "0",
            "round_trip_ms": _number(last.get("roundTripMs")), "kernel_handler_ms": _number(last.get("handlerMs")),
            "browser_capture_ms": _number(last.get("captureMs")), "camera_fps_seen": _number(last.get("cameraFps")),
@@ -370,7 +374,7 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
            "panel_stats": last["stats"], "prepare_s": round(prepared_s, 1),
            "load_average": [round(v, 2) for v in os.getloadavg()]}
     (RESULTS / "live_fps.json").write_text(json.dumps(fps, indent=2) + "\n")
-    print(f"\nbrowser fps at 640x480: {fps['browser_fps_frames_acked']} frames/s acknowledged by the kernel "
+    print(f"\nbrowser fps at 640x480, {fps['frame_format']} frames: {fps['browser_fps_frames_acked']} frames/s acknowledged by the kernel "
           f"over {elapsed:.1f} s (panel: {fps['browser_fps_panel']}); {last['stats']}")
 
     assert kernel_summary["frames"] > 10 and kernel_summary["states"].get("ok", 0) > 0, kernel_summary

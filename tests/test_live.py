@@ -17,6 +17,7 @@ from PIL import Image
 
 from facekit import demo, live
 from facekit.checkpoint import features, load, normalization_meta, save
+from facekit.extract import PhotoError
 from facekit.extract import extract, landmarks_from_rgb
 from facekit.model import ModelConfig
 from facekit.normalize import NormalizeSettings, normalize
@@ -431,6 +432,36 @@ def test_the_panel_acks_every_browser_frame(plain, frames):
     assert panel.state == "permission_denied" and panel.message == "camera permission denied"
 
 
+def test_rgb_frames_score_exactly_as_the_same_pixels_sent_as_an_array(plain, frames):
+    """The browser's ``rgb`` frames (packed rows, no JPEG) go through the same path: same landmarks and scores
+    as the decoded array, nothing decoded, and a buffer of the wrong size is a corrupt frame, not a crash."""
+    from facekit.widget import LiveWidget
+
+    rgbs = [live.decode_frame(jpeg(f)) for f in frames[:4]]
+    reference = live.LivePipeline(plain)
+    expected = [reference.process(rgb, t=i / 15) for i, rgb in enumerate(rgbs)]
+    panel = LiveWidget(plain)
+    assert panel.frame_format == "auto"
+    panel.send = sent = Sent()
+    panel._on_msg(panel, {"type": "start"}, [])
+    for i, rgb in enumerate(rgbs):
+        panel._on_msg(panel, {"type": "frame", "id": str(i), "t": 1000 * i / 15, "format": "rgb",
+                              "width": rgb.shape[1], "height": rgb.shape[0]}, [memoryview(rgb.tobytes())])
+    panel._on_msg(panel, {"type": "frame", "id": "short", "t": 400.0, "format": "rgb", "width": 640, "height": 480},
+                  [memoryview(rgbs[0].tobytes()[:-3])])
+    acks = [(c, b) for c, b in sent if c.get("type") == "ack"]
+    assert [c["id"] for c, _ in acks] == ["0", "1", "2", "3", "short"]
+    for (content, buffers), want in zip(acks, expected):
+        assert content["state"] == "ok" and want.state == "ok"
+        assert content["score"] == pytest.approx(want.score, abs=0.01)  # the ack rounds to 2 decimals
+        assert np.array_equal(np.frombuffer(buffers[0], np.float32), want.points().ravel())
+        assert content["timings"]["decode"] < 5  # a view of the buffer, nothing decoded
+    assert acks[-1][0]["state"] == "corrupt_frame"
+    assert "921,600 bytes, got 921,597" in panel.pipeline.last.message
+    with pytest.raises(PhotoError, match="needs 12 bytes, got 11"):
+        live.rgb_frame(b"x" * 11, 2, 2)
+
+
 def test_the_panel_calibrates_with_a_personal_model(plain, personal, frames):
     from facekit.widget import LiveWidget
 
@@ -489,3 +520,6 @@ def test_benchmark_reports_the_breakdown(plain):
     assert bench["frames"] == 8 and bench["size"] == "640x480" and bench["faces_found"] == 8
     assert set(bench["stages_ms"]) == set(live.STAGES)
     assert bench["facemesh_alone_ms"] > 0 and bench["pipeline_ms"] > 0 and bench["ratio"] > 0
+    rgb = live.benchmark(plain, n_frames=8, repeats=1, frame_format="rgb")
+    assert rgb["frame_format"] == "rgb" and rgb["faces_found"] == 8 and rgb["ratio"] > 0
+    assert rgb["stages_ms"]["decode"] < bench["stages_ms"]["decode"]  # a view of the bytes against a JPEG decode

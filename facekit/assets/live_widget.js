@@ -1,6 +1,6 @@
 // facekit live panel (anywidget ESM; no external libraries, nothing fetched).
 //
-// Browser source: getUserMedia video → JPEG frame → model.send({type: "frame"}, undefined, [buffer]);
+// Browser source: getUserMedia video → RGB or JPEG frame → model.send({type: "frame"}, undefined, [buffer]);
 // the next frame is sent only after the kernel's ack (frames never pile up).  The ack carries the
 // scored face's 2-D landmarks (Float32 x/W, y/H pairs) and the frame's result; the synced traits
 // carry the panel's numbers.  Kernel sources (OpenCV camera, video file, image folder) send
@@ -84,6 +84,7 @@ function render({ model, el }) {
   let points = new Float32Array(0);
   let others = [];
   let frameSize = [640, 480];
+  let lastFormat = null;  // how the last frame travelled: "rgb" or "jpeg"
   const history = [];                 // {t, s, r} for the chart
   let freshFrame = false;
   let frameWaiter = null;
@@ -210,6 +211,7 @@ function render({ model, el }) {
     el.dataset.running = String(running);
     el.dataset.calibration = calibration;
     el.dataset.captureMs = fmt(median(captureMs), 1);
+    el.dataset.frameFormat = lastFormat || "";
     el.dataset.roundTripMs = fmt(median(tripMs), 1);
     el.dataset.handlerMs = fmt(median(handlerMs), 1);
     el.dataset.cameraFps = fmt(videoFrames.length > 1 ? (videoFrames.length - 1) /
@@ -236,7 +238,7 @@ function render({ model, el }) {
     const kernelFps = model.get("fps");
     statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms, median of the last frames (${parts})` +
       (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(median(tripMs), 0)} ms (kernel handler ` +
-        `${fmt(median(handlerMs), 1)} ms) · browser capture and JPEG ` +
+        `${fmt(median(handlerMs), 1)} ms) · browser capture and ${lastFormat === "rgb" ? "RGB" : "JPEG"} ` +
         `${el.dataset.captureMs} ms · camera ${el.dataset.cameraFps} fps` : "") +
       ` · frames ${cur("frames")} · with a face ${cur("faces")}`;
     calibBadge.textContent = calibration === "on" ? "calibrated" : calibration === "collecting" ? "calibrating…" : "";
@@ -308,7 +310,7 @@ function render({ model, el }) {
   }
 
   const videoFrames = [];  // when the camera presented frames (its frame rate, for the diagnostics)
-  const captureMs = [];   // browser-side time per frame: waiting for the camera, drawing, JPEG encoding
+  const captureMs = [];   // browser-side time per frame: waiting for the camera, drawing, RGB packing or JPEG encoding
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
     const onFrame = () => {
       freshFrame = true;
@@ -335,22 +337,60 @@ function render({ model, el }) {
     });
   }
 
-  // JPEG encoding runs in a worker when the browser can (OffscreenCanvas), so that the page's own thread
-  // stays free to handle the kernel's answers; else on the page with canvas.toBlob.
-  const ENCODER = `self.onmessage = async (e) => {
-    const { bitmap, quality, id } = e.data;
+  // How a frame travels to the kernel (the frame_format trait): "rgb", packed 8-bit RGB rows (no encoding
+  // here, no decoding in the kernel: 0.9 MB a frame, cheap on this machine's loopback), or "jpeg" (about
+  // 40 kB, for a kernel across a network).  "auto": rgb when the page itself comes from this machine.
+  const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
+  function frameFormat() {
+    const f = model.get("frame_format");
+    if (f === "rgb" || f === "jpeg") return f;
+    return LOCAL_HOSTS.has(location.hostname) ? "rgb" : "jpeg";
+  }
+  // RGBA pixels (getImageData) → packed RGB, four pixels (three 32-bit words) per step.
+  const TO_RGB = `function toRGB(rgba) {
+    const n = rgba.length >> 2;
+    const src = new Uint32Array(rgba.buffer, rgba.byteOffset, n);
+    const out = new Uint8Array(n * 3);
+    const words = new Uint32Array(out.buffer, 0, (n * 3) >> 2);
+    let i = 0, j = 0;
+    for (; i + 3 < n; i += 4, j += 3) {  // little-endian: a pixel word is 0xAABBGGRR
+      const p0 = src[i], p1 = src[i + 1], p2 = src[i + 2], p3 = src[i + 3];
+      words[j] = (p0 & 0xffffff) | (p1 << 24);
+      words[j + 1] = ((p1 >>> 8) & 0xffff) | (p2 << 16);
+      words[j + 2] = ((p2 >>> 16) & 0xff) | (p3 << 8);
+    }
+    for (let k = i * 3; i < n; i++, k += 3) { out[k] = rgba[4 * i]; out[k + 1] = rgba[4 * i + 1]; out[k + 2] = rgba[4 * i + 2]; }
+    return out.buffer;
+  }`;
+  const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+  function toRGBSlow(rgba) {
+    const n = rgba.length >> 2;
+    const out = new Uint8Array(n * 3);
+    for (let i = 0, k = 0; i < n; i++, k += 3) { out[k] = rgba[4 * i]; out[k + 1] = rgba[4 * i + 1]; out[k + 2] = rgba[4 * i + 2]; }
+    return out.buffer;
+  }
+  const toRGBPage = littleEndian ? new Function(`${TO_RGB}; return toRGB;`)() : toRGBSlow;
+
+  // Encoding runs in a worker when the browser can (OffscreenCanvas), so that the page's own thread stays
+  // free to handle the kernel's answers; else on the page.
+  const ENCODER = `${TO_RGB}
+  self.onmessage = async (e) => {
+    const { bitmap, quality, id, format } = e.data;
     try {
       const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-      canvas.getContext("2d").drawImage(bitmap, 0, 0);
+      const ctx = canvas.getContext("2d", { willReadFrequently: format === "rgb" });
+      ctx.drawImage(bitmap, 0, 0);
+      const w = bitmap.width, h = bitmap.height;
       bitmap.close();
-      const buffer = await (await canvas.convertToBlob({ type: "image/jpeg", quality })).arrayBuffer();
+      const buffer = format === "rgb" ? toRGB(ctx.getImageData(0, 0, w, h).data)
+        : await (await canvas.convertToBlob({ type: "image/jpeg", quality })).arrayBuffer();
       self.postMessage({ id, buffer }, [buffer]);
     } catch (err) { self.postMessage({ id, error: String(err) }); }
   };`;
   let encoder = null;
   const encoding = new Map();
   try {
-    if (typeof OffscreenCanvas !== "undefined" && typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
+    if (littleEndian && typeof OffscreenCanvas !== "undefined" && typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
       const url = URL.createObjectURL(new Blob([ENCODER], { type: "text/javascript" }));
       encoder = new Worker(url);
       URL.revokeObjectURL(url);
@@ -365,19 +405,21 @@ function render({ model, el }) {
   let encodeSeq = 0;
 
   const grab = document.createElement("canvas");
-  async function encode(w, h) {
-    // → {buffer: the JPEG, bitmap: the same frame, shown when its answer comes back}
+  async function encode(w, h, format) {
+    // → {buffer: the frame as `format`, bitmap: the same frame, shown when its answer comes back}
     const bitmap = await createImageBitmap(video);
     if (encoder) {
       const id = ++encodeSeq;
       const buffer = await new Promise((resolve) => {
         encoding.set(id, resolve);
-        encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id });  // a copy: the page keeps its own
+        encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id, format });  // a copy: the page keeps its own
       });
       if (buffer) return { buffer, bitmap };
     }
     if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
-    grab.getContext("2d").drawImage(bitmap, 0, 0, w, h);
+    const ctx = grab.getContext("2d", { willReadFrequently: format === "rgb" });
+    ctx.drawImage(bitmap, 0, 0, w, h);
+    if (format === "rgb") return { buffer: toRGBPage(ctx.getImageData(0, 0, w, h).data), bitmap };
     const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
     if (!blob) { bitmap.close(); return null; }
     return { buffer: await blob.arrayBuffer(), bitmap };
@@ -399,12 +441,13 @@ function render({ model, el }) {
       if (myRun !== runId) return null;
       const w = video.videoWidth, h = video.videoHeight;
       const t = performance.now();  // the frame's timestamp: the kernel smooths in this time
-      const encoded = await encode(w, h);
+      const format = frameFormat();
+      const encoded = await encode(w, h, format);
       if (!encoded) continue;
       captureMs.push(performance.now() - began);
       if (captureMs.length > 30) captureMs.shift();
       if (myRun !== runId) { encoded.bitmap.close(); return null; }
-      return { t, w, h, buffer: encoded.buffer, bitmap: encoded.bitmap };
+      return { t, w, h, format, buffer: encoded.buffer, bitmap: encoded.bitmap };
     }
     return null;
   }
@@ -422,7 +465,7 @@ function render({ model, el }) {
         setTimeout(() => { if (pending.get(id) === resolve) { pending.delete(id); resolve(null); } }, ACK_TIMEOUT_MS);
       });
       const sent = performance.now();
-      model.send({ type: "frame", id, t: frame.t, width: frame.w, height: frame.h, fps: fps() }, undefined,
+      model.send({ type: "frame", id, t: frame.t, width: frame.w, height: frame.h, format: frame.format, fps: fps() }, undefined,
                  [frame.buffer]);
       next = capture(myRun);
       const ack = await reply;
@@ -439,6 +482,7 @@ function render({ model, el }) {
       if (handlerMs.length > 30) { handlerMs.shift(); tripMs.shift(); }
       ackTimes.push(now);
       frameSize = [frame.w, frame.h];
+      lastFormat = frame.format;
       showResult(ack.msg, ack.buffers[0]);
     }
   }
