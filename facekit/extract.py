@@ -1,7 +1,8 @@
 """Stage 3, **extract**: photos → FaceMesh landmarks in pixel units, cached.
 
 - Photos are decoded straight from their ZIP (or folder), EXIF orientation is
-  applied, and large JPEGs are decoded at reduced size with Pillow's draft mode.
+  applied, and large JPEGs are decoded at reduced size (libjpeg's 1/2, 1/4, 1/8
+  DCT scaling, through OpenCV; Pillow for everything else).
 - One FaceMesh (478 points, ``refine_landmarks=True``) per process (per thread
   under a thread pool), reused for every photo it sees; any
   ``concurrent.futures.Executor`` can run the work (a process pool on all
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .index import BOX_COLUMNS
 from .paths import cache_dir
@@ -40,14 +41,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines dro
 N_LANDMARKS = 478
 NOSE_TIP = 1
 STATUSES = ("ok", "no_face", "multiple_faces", "unreadable", "not_image", "skipped")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: JPEGs decoded by OpenCV (the same pixels as Pillow's, measured)
 
 
 @dataclass(frozen=True)
 class ExtractSettings:
     """What changes the landmarks; every field is part of the cache key.
 
-    ``draft_long_side``: JPEGs are decoded by Pillow's draft mode at the coarsest
+    ``draft_long_side``: JPEGs are decoded (libjpeg's DCT scaling) at the coarsest
     of 1/2, 1/4, 1/8 scale whose long side stays at least this many pixels (FaceMesh
     itself works on a 192-px face crop, so this keeps faces far above what it sees);
     ``None`` decodes at full size.  ``max_faces=2`` lets a second face be noticed
@@ -75,14 +76,77 @@ class PhotoError(Exception):
         self.status, self.reason = status, reason
 
 
-def decode(data: bytes, draft_long_side: int | None = None) -> tuple[np.ndarray, int, int]:
-    """Bytes → upright RGB array, plus the full-size upright width and height.
+#: EXIF Orientation → the turn that shows the stored pixels upright (as ``PIL.ImageOps.exif_transpose``).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 
-    The array may be smaller than the full size (JPEG draft decoding); landmarks
-    found on it are mapped back to full-size pixels by :func:`to_pixels`.
+
+def jpeg_scale(size: tuple[int, int], draft_long_side: int | None) -> int:
+    """The JPEG scale denominator: the coarsest of 8, 4, 2 whose long side stays ≥ ``draft_long_side``; else 1."""
+    if not draft_long_side:
+        return 1
+    return next((d for d in (8, 4, 2) if max(size) >= d * draft_long_side), 1)
+
+
+def _upright_cv2(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Stored pixels (H, W, 3) → upright, for an EXIF Orientation (one OpenCV pass; 7 takes two)."""
+    import cv2
+
+    if orientation == 2:
+        return cv2.flip(rgb, 1)
+    if orientation == 3:
+        return cv2.rotate(rgb, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(rgb, 0)
+    if orientation == 5:
+        return cv2.transpose(rgb)
+    if orientation == 6:
+        return cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(rgb), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(rgb, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return rgb
+
+
+def _decode_jpeg_cv2(data: bytes, stored_size: tuple[int, int], scale: int, orientation: int) -> np.ndarray | None:
+    """A colour JPEG → upright RGB (H, W, 3) uint8 at 1/``scale``, by OpenCV; None where Pillow must decide.
+
+    OpenCV's libjpeg-turbo gives the same pixels as Pillow's (the same library and
+    settings) in a third less time at 1/2 scale and less than half at full size,
+    decoding straight to RGB.  It is told to ignore EXIF: the orientation applied is
+    the one Pillow read, so both routes always agree.  A JPEG that does not end in
+    its EOI marker (cut off, or with a trailer) goes to Pillow, which says whether
+    it is truncated: libjpeg can fill a missing part grey with only a warning.
+    """
+    import cv2
+
+    if not data[-256:].rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    flags = {1: cv2.IMREAD_COLOR_RGB, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}[scale] | cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
+    w, h = stored_size
+    if rgb is None or rgb.shape != (-(-h // scale), -(-w // scale), 3):
+        return None
+    return _upright_cv2(rgb, orientation)
+
+
+def decode(data: bytes, draft_long_side: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Bytes → upright RGB array (H, W, 3) uint8, plus the full-size upright width and height.
+
+    The array may be smaller than the full size (JPEG decoding at 1/2, 1/4 or 1/8
+    scale, see :func:`jpeg_scale`); landmarks found on it are mapped back to
+    full-size pixels by :func:`to_pixels`.  Colour JPEGs are decoded by OpenCV
+    (:func:`_decode_jpeg_cv2`); everything else (PNG, TIFF, grey or CMYK JPEGs,
+    a truncated JPEG, anything OpenCV refuses) by Pillow, which says what is wrong.
     """
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise PhotoError("not_image", "not an image (Pillow cannot identify the format)") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad photo, not a crash
@@ -92,16 +156,23 @@ def decode(data: bytes, draft_long_side: int | None = None) -> tuple[np.ndarray,
         orientation = img.getexif().get(0x0112, 1)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
-        if draft_long_side and img.format == "JPEG":
-            long_side = max(img.size)
-            if long_side > 2 * draft_long_side:
-                factor = draft_long_side / long_side
-                img.draft("RGB", (max(1, int(img.size[0] * factor)), max(1, int(img.size[1] * factor))))
-        img = ImageOps.exif_transpose(img)
-        rgb = np.asarray(img.convert("RGB"))
+        is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with extra images after the first
+        scale = jpeg_scale(img.size, draft_long_side) if is_jpeg else 1
+        if is_jpeg and img.mode == "RGB":
+            rgb = _decode_jpeg_cv2(data, img.size, scale, orientation)
+            if rgb is not None:
+                return rgb, width, height
+        if scale > 1:
+            img.draft("RGB", (max(1, img.size[0] // scale), max(1, img.size[1] // scale)))
+        img.load()
+        if orientation in _UPRIGHT:
+            img = img.transpose(_UPRIGHT[orientation])
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        rgb = np.asarray(img)  # one copy; exif_transpose and convert("RGB") would each add another
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
         raise PhotoError("unreadable", f"corrupt or truncated image: {exc}") from None
-    return np.ascontiguousarray(rgb), width, height
+    return rgb, width, height
 
 
 def to_pixels(normalised: np.ndarray, width: int, height: int) -> np.ndarray:
