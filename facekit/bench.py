@@ -17,10 +17,13 @@ the machine hits both alike; the ratios are what to compare across machines.
    ``../shared/datasets/aihub_sample``.  Photos per second of
    :func:`facekit.extract.extract` (fresh cache) against FaceMesh alone on the
    same photos already decoded, against the original system's extraction (full
-   decode by OpenCV and a new FaceMesh for every photo), with draft decoding off,
-   and with 1 and 2 worker processes (started before the clock, as on a long run).
-   A variant with ``draft_long_side=1000`` shows what a ¼-scale decode of such
-   photos would give (not the default).
+   decode by OpenCV and a new FaceMesh for every photo), with reduced-size decoding
+   off, and with 1 and 2 worker processes (started before the clock, as on a long
+   run).  The kit decodes these JPEGs with OpenCV's libjpeg-turbo at ½ scale
+   (:func:`facekit.extract.decode`).  A variant with ``draft_long_side=1000`` shows
+   what a ¼-scale decode of such photos would give (not the default); the decode
+   alone (the photos' bytes already in memory) is the floor under any extraction
+   rate: one process does at most one decode and one FaceMesh per photo.
 3. **Training**: one epoch over 100,000 samples (:func:`facekit.train.time_epoch`,
    data kept on the device) against the original design's loop (a ``DataLoader``
    over a ``TensorDataset``) with the same model and batch size, both on one
@@ -367,8 +370,14 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
     def facemesh_alone() -> int:
         return sum(bool(mesh.process(rgb).multi_face_landmarks) for rgb in photos)
 
+    member_bytes = [tree["encodings"][enc] for _z, _m, enc in tree["members"]]
+
+    def decode_alone() -> int:
+        return sum(decode(data, kit.draft_long_side)[0].size > 0 for data in member_bytes)
+
     variants: dict[str, Callable[[], int]] = {
         "facemesh_alone": facemesh_alone,
+        "decode_alone": decode_alone,
         "kit": lambda: run_extract(kit, workers=1),
         "kit_full_decode": lambda: run_extract(no_draft, workers=1),
         "kit_draft_1000": lambda: run_extract(quarter, workers=1),
@@ -389,13 +398,23 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
         for pool, _ in pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
     rate = {k: _round(n / _median(v), 2) for k, v in seconds.items()}
+    # One process decodes, then runs FaceMesh: it cannot beat 1 / (decode time + FaceMesh time).
+    ceiling = 1 / (1 / rate["decode_alone"] + 1 / rate["facemesh_alone"])
     return {"photos": n, "passes": settings.passes, "unique_photos": tree["unique_photos"],
             "sizes": tree["sizes"], "exif_rotated": tree["exif_rotated"], "jpeg_mb_median": tree["jpeg_mb_median"],
             "sources": tree["origins"], "photos_per_second": rate, "faces_found": found,
             "decoded_size_kit": "x".join(map(str, decoded[0].shape[1::-1])),
+            "decode_alone_ms": _round(1000 / rate["decode_alone"], 1),
+            "facemesh_alone_ms": _round(1000 / rate["facemesh_alone"], 1),
+            "ceiling_photos_per_second": _round(ceiling, 2),
             "pool_start_seconds": {f"{k}_worker{'s' if k > 1 else ''}": _round(v[1], 2) for k, v in pools.items()},
             "note": "facemesh_alone: static-mode FaceMesh on the photos already decoded as the kit decodes them; "
-                    "kit: in this process, a fresh cache each run; kit_draft_1000: "
+                    "decode_alone: facekit.extract.decode on each photo's bytes already in memory (OpenCV's "
+                    "libjpeg-turbo at 1/2 scale for these JPEGs, turned upright; faces_found counts photos decoded); "
+                    "ceiling: 1 / (decode time + FaceMesh time), the most one process can do that decodes and "
+                    "then runs FaceMesh; "
+                    "kit: in this process, a fresh cache each run; kit_full_decode: draft_long_side=None (full-size "
+                    "OpenCV decode); kit_draft_1000: "
                     f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes 4032-px photos at 1/4 scale "
                     "instead of 1/2 (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
                     "worker pools started (and their FaceMesh built) before the clock"}
@@ -644,6 +663,8 @@ def ratios(report: dict) -> dict[str, float]:
         "model_alone_vs_facemesh_tracking": pf["ratio_model_vs_tracking"],
         "extraction_vs_facemesh_alone": ex["kit"] / ex["facemesh_alone"],
         "extraction_vs_original": ex["kit"] / ex["original"],
+        "extraction_decode_alone_vs_facemesh_alone": ex["decode_alone"] / ex["facemesh_alone"],
+        "extraction_ceiling_vs_facemesh_alone": report["extraction"]["ceiling_photos_per_second"] / ex["facemesh_alone"],
         "extraction_full_decode_vs_draft": ex["kit_full_decode"] / ex["kit"],
         "extraction_draft_1000_vs_draft": ex["kit_draft_1000"] / ex["kit"],
         "extraction_draft_1000_vs_original": ex["kit_draft_1000"] / ex["original"],
@@ -697,8 +718,15 @@ def format_table(report: dict) -> str:
          f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s", r["extraction_vs_facemesh_alone"]),
         ("extraction: kit, 1 process", f"{rate['kit']:.1f} photos/s",
          f"original (full decode, new FaceMesh per photo) {rate['original']:.1f}/s", r["extraction_vs_original"]),
-        ("extraction: kit, draft decoding off", f"{rate['kit_full_decode']:.1f} photos/s",
-         f"kit, draft decoding on {rate['kit']:.1f}/s", r["extraction_full_decode_vs_draft"]),
+        ("extraction: decode alone (bytes in memory → upright RGB, ½ scale; the floor)",
+         f"{rate['decode_alone']:.1f} photos/s ({ex['decode_alone_ms']:.1f} ms)",
+         f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s ({ex['facemesh_alone_ms']:.1f} ms)",
+         r["extraction_decode_alone_vs_facemesh_alone"]),
+        ("extraction: ceiling for one process, 1 / (decode + FaceMesh)",
+         f"{ex['ceiling_photos_per_second']:.1f} photos/s",
+         f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s", r["extraction_ceiling_vs_facemesh_alone"]),
+        ("extraction: kit, full-size decode (draft_long_side=None)", f"{rate['kit_full_decode']:.1f} photos/s",
+         f"kit, ½-scale decode {rate['kit']:.1f}/s", r["extraction_full_decode_vs_draft"]),
         (f"extraction: kit, draft_long_side={QUARTER_DRAFT} (¼-scale decode; not the default)",
          f"{rate['kit_draft_1000']:.1f} photos/s", f"kit, default draft (½ scale here) {rate['kit']:.1f}/s",
          r["extraction_draft_1000_vs_draft"]),

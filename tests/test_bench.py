@@ -44,8 +44,9 @@ def test_every_section_measured(quick_report):
     assert pf["faces_found_per_pass"] > 0
     assert set(pf["stages_ms"]) >= {"decode", "facemesh", "normalise", "model", "smoothing"}
     ex = report["extraction"]
-    assert set(ex["photos_per_second"]) == {"facemesh_alone", "kit", "kit_full_decode", "kit_draft_1000", "original",
-                                            "kit_1_worker_process", "kit_2_worker_processes"}
+    assert set(ex["photos_per_second"]) == {"facemesh_alone", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
+                                            "original", "kit_1_worker_process", "kit_2_worker_processes"}
+    assert 0 < ex["ceiling_photos_per_second"] < ex["photos_per_second"]["facemesh_alone"]
     assert ex["exif_rotated"] >= 1 and ex["faces_found"]["kit"] >= 1
     tr = report["training"]
     assert tr["default_threads"] >= 1 and tr["cpu"]["threads"] == 1
