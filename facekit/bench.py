@@ -806,7 +806,8 @@ def run(quick: bool = False, out: Path | str | None = None, checkpoint: Path | s
                 lambda: bench_per_frame(settings, checkpoint))
         log(f"2/5 extraction: building {settings.photos} smartphone-size photos in AI Hub ZIPs …")
         tree = build_photo_zips(scratch / "aihub", settings.photos, settings.unique_photos)
-        section("extraction", "    timing FaceMesh alone, the kit (draft on/off, 1 and 2 workers), the original …",
+        section("extraction", "    timing FaceMesh alone, the decode alone, the kit (½, full and ¼ scale, 1 and 2 workers), "
+                "the original …",
                 lambda: bench_extraction(settings, tree, scratch))
         section("training", f"3/5 training: one epoch over {settings.train_samples:,} samples, kit and original loop …",
                 lambda: bench_training(settings))
