@@ -74,3 +74,14 @@ def test_targets_say_met_or_missed(quick_report):
     for t in report["targets"]:
         assert isinstance(t["met"], bool) and t["measured"] == report["ratios"][t["ratio"]]
     assert "| target | measured | met |" in stdout
+
+
+def test_extraction_alone():
+    """The extraction section on its own (the README's command for re-measuring it)."""
+    from facekit.bench import extraction_alone
+
+    report = extraction_alone(quick=True, passes=1)
+    assert report["photos"] == 8 and report["faces_found"]["kit"] >= 1
+    assert set(report["ratios"]) == {"kit_vs_original", "kit_vs_facemesh_alone", "ceiling_vs_facemesh_alone",
+                                     "kit_vs_ceiling"}
+    assert all(math.isfinite(v) and v > 0 for v in report["ratios"].values())
