@@ -250,6 +250,16 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
 
 
+def test_crossval_default_has_the_linear_path():
+    import inspect
+
+    from facekit.crossval import DEFAULT_MODEL_CONFIG, SelectedResNetMLP, make_model
+
+    assert DEFAULT_MODEL_CONFIG.linear_skip and not ModelConfig().linear_skip  # ModelConfig() keeps old checkpoints
+    for fn in (crossval, make_model, SelectedResNetMLP.__init__):
+        assert inspect.signature(fn).parameters["model_config"].default == DEFAULT_MODEL_CONFIG
+
+
 def test_inner_folds_choose_among_model_configs(binary):
     from facekit.crossval import make_model
 
