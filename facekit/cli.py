@@ -90,7 +90,7 @@ def cmd_crossval(args) -> int:
     data = prepare(table, landmarks, protocol)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
-                      train_config=train_config, layouts=args.layouts, ensemble=args.ensemble)
+                      train_config=train_config, layouts=args.layouts, ensemble=args.ensemble, mirror=args.mirror)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="ResNet MLP: average this many networks (seeds) per fold, retrained on the chosen settings")
     p.add_argument("--layouts", default="auto",
                    help="feature layouts the inner folds choose between: auto (xyz and xy), xyz, xy or xyz,xy")
+    p.add_argument("--mirror", default="auto", choices=("auto", "on", "off"),
+                   help="train on the faces' mirror images too: auto (the inner folds choose), on or off")
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")

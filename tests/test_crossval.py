@@ -166,6 +166,42 @@ def test_layout_choice(binary, model, kwargs):
     assert result["protocol"]["layouts"] == ["xyz"] and {f["layout"] for f in result["folds_detail"]} == {"xyz"}
 
 
+@pytest.mark.parametrize("model,kwargs", [("logreg", {"inner_folds": 2}), ("resnet-mlp", {"inner_folds": 1, **FAST_MLP})])
+def test_mirroring_is_chosen_on_inner_folds(binary, model, kwargs, monkeypatch):
+    """Both models try training with and without the faces' mirror images and keep what the inner folds
+    prefer; a fixed choice is honoured, and mirroring really puts the mirrored faces in the training data."""
+    import facekit.crossval as cv
+    from facekit.crossval import make_model
+    from facekit.normalize import mirror
+
+    X, y, g = binary.X, binary.y, binary.groups
+    auto = make_model(model, 2, layouts="xyz", **kwargs).fit(X, y, g)
+    assert auto.selected_["mirror"] in (True, False)
+    if model == "resnet-mlp":
+        assert set(auto.inner_scores_) == {"xyz/mirror", "xyz/no-mirror"}
+        assert auto.selected_["inner_val_bal_acc"] == max(auto.inner_scores_.values())
+    seen = []
+    real_make = cv.SelectedLogReg._make
+
+    def spy(self, C):
+        clf = real_make(self, C)
+        fit = clf.fit
+        clf.fit = lambda Xf, yf: (seen.append(Xf), fit(Xf, yf))[1]
+        return clf
+
+    monkeypatch.setattr(cv.SelectedLogReg, "_make", spy)
+    on = make_model("logreg", 2, inner_folds=2, layouts="xyz", mirror="on").fit(X, y, g)
+    assert on.selected_["mirror"] is True and len(seen[-1]) == 2 * len(X)
+    flipped = mirror(X.reshape(len(X), 478, 3)).reshape(len(X), -1)
+    np.testing.assert_allclose(seen[-1][len(X):], flipped, atol=1e-6)
+    off = make_model("logreg", 2, inner_folds=2, layouts="xyz", mirror="off").fit(X, y, g)
+    assert off.selected_["mirror"] is False and len(seen[-1]) == len(X)
+    result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, layouts="xyz", mirror="off", **kwargs)
+    assert result["protocol"]["mirror"] == [False] and {f["mirror"] for f in result["folds_detail"]} == {False}
+    with pytest.raises(ValueError, match="mirror must be"):
+        make_model(model, 2, mirror="sometimes", **kwargs).fit(X, y, g)
+
+
 def test_crossval_is_deterministic(binary):
     a = crossval(binary, folds=4, model="logreg", inner_folds=2, progress=False, n_boot=50, seed=3)
     b = crossval(binary, folds=4, model="logreg", inner_folds=2, progress=False, n_boot=50, seed=3)
@@ -264,7 +300,7 @@ def test_inner_folds_choose_among_model_configs(binary):
     from facekit.crossval import make_model
 
     configs = (FAST_MLP["model_config"], replace(FAST_MLP["model_config"], linear_skip=True))
-    clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs,
+    clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs, mirror="on",
                      train_config=FAST_MLP["train_config"]).fit(binary.X, binary.y, binary.groups)
     assert set(clf.inner_scores_) == {"xyz/config0", "xy/config0", "xyz/config1", "xy/config1"}
     chosen = clf.selected_["model_config"]
