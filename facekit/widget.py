@@ -1,8 +1,7 @@
 """The live panel: an anywidget that shows what :class:`facekit.live.LivePipeline` sees.
 
 The browser's own camera (``getUserMedia``, so it works with a remote kernel) sends
-one frame at a time (packed RGB when the page comes from this machine, else JPEG:
-the ``frame_format`` trait) with ``model.send({type: "frame"}, undefined, [buffer])``;
+one frame at a time (JPEG, or packed RGB pixels: the ``frame_format`` trait) with ``model.send({type: "frame"}, undefined, [buffer])``;
 the kernel answers each with an ack that carries the scored face's 2-D landmarks,
 and the browser sends the next frame only then, so frames never pile up.  The
 handler runs in the kernel's comm handler between cells, so the kernel stays free.
@@ -32,7 +31,7 @@ from .live import STATES, FrameResult, LivePipeline, LiveSettings, Source, Sourc
 from .live import run as run_source
 from .paths import ASSETS_DIR
 
-FRAME_FORMATS = ("auto", "rgb", "jpeg")
+FRAME_FORMATS = ("jpeg", "rgb")
 PREVIEW_FPS = 15  # kernel sources: frames shown in the panel per second at most (the score uses every frame)
 SYNC_INTERVAL_S = 0.25  # the synced traits follow the frames at most this often (each frame's ack carries its own)
 
@@ -46,7 +45,7 @@ def _load(predictor):
 
 
 def _frame_format_from_env() -> str:
-    value = os.environ.get("FACEKIT_FRAME_FORMAT", "auto").strip().lower() or "auto"
+    value = os.environ.get("FACEKIT_FRAME_FORMAT", "jpeg").strip().lower() or "jpeg"
     if value not in FRAME_FORMATS:
         raise ValueError(f"FACEKIT_FRAME_FORMAT={value!r}: choose one of {', '.join(FRAME_FORMATS)}")
     return value
@@ -88,10 +87,10 @@ class LiveWidget(anywidget.AnyWidget):
     width = t.Int(640).tag(sync=True)
     height = t.Int(480).tag(sync=True)
     jpeg_quality = t.Float(0.8).tag(sync=True)
-    #: How the browser sends frames: "rgb" (packed pixels, nothing to decode in the kernel; 0.9 MB a
-    #: 640×480 frame), "jpeg" (about 40 kB; for a kernel across a network), or "auto": rgb when the page
-    #: comes from this machine (localhost), else jpeg.  Default: $FACEKIT_FRAME_FORMAT, else "auto".
-    frame_format = t.Enum(FRAME_FORMATS, "auto").tag(sync=True)
+    #: How the browser sends frames: "jpeg" (about 40 kB, decoded in the kernel) or "rgb" (packed pixels,
+    #: nothing to decode, 0.9 MB a 640×480 frame: less kernel work, a slower round trip; README, *Live
+    #: demo*).  Default: $FACEKIT_FRAME_FORMAT, else "jpeg".
+    frame_format = t.Enum(FRAME_FORMATS, "jpeg").tag(sync=True)
 
     def __init__(self, predictor=None, personal=None, source=None, settings: LiveSettings = LiveSettings(),
                  **kwargs):

@@ -342,8 +342,8 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
                     time.sleep(0.2)
                 last = observations[-1]
                 elapsed = last["wall"]
-                # A page served from this machine sends packed RGB frames (frame_format "auto"), not JPEG.
-                want_format = os.environ.get("FACEKIT_FRAME_FORMAT", "auto").replace("auto", "rgb")
+                # The frames travel as the panel's frame_format says (JPEG unless FACEKIT_FRAME_FORMAT=rgb).
+                want_format = os.environ.get("FACEKIT_FRAME_FORMAT", "jpeg")
                 assert last["frameFormat"] == want_format, last
                 asked = page.evaluate(JS_KERNEL_SUMMARY, NOTEBOOK.name)
                 kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])

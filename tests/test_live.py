@@ -441,7 +441,7 @@ def test_rgb_frames_score_exactly_as_the_same_pixels_sent_as_an_array(plain, fra
     reference = live.LivePipeline(plain)
     expected = [reference.process(rgb, t=i / 15) for i, rgb in enumerate(rgbs)]
     panel = LiveWidget(plain)
-    assert panel.frame_format == "auto"
+    assert panel.frame_format == "jpeg"  # the default; the browser sends rgb when it is set to "rgb"
     panel.send = sent = Sent()
     panel._on_msg(panel, {"type": "start"}, [])
     for i, rgb in enumerate(rgbs):
