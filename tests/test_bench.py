@@ -43,8 +43,8 @@ def test_every_section_measured(quick_report):
     pf = report["per_frame"]
     assert pf["faces_found_per_pass"] > 0
     assert set(pf["stages_ms"]) >= {"decode", "facemesh", "normalise", "model", "smoothing"}
-    assert pf["frame_format"].startswith("rgb") and pf["jpeg"]["frame_format"].startswith("jpeg")
-    assert set(pf["jpeg"]["stages_ms"]) == set(pf["stages_ms"])
+    assert pf["frame_format"].startswith("jpeg") and pf["rgb"]["frame_format"].startswith("rgb")
+    assert set(pf["rgb"]["stages_ms"]) == set(pf["stages_ms"])
     ex = report["extraction"]
     assert set(ex["photos_per_second"]) == {"facemesh_alone", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
                                             "original", "kit_1_worker_process", "kit_2_worker_processes"}
