@@ -344,34 +344,29 @@ function render({ model, el }) {
   function frameFormat() {
     return model.get("frame_format") === "rgb" ? "rgb" : "jpeg";
   }
-  // RGBA pixels (getImageData) → packed RGB, four pixels (three 32-bit words) per step.
-  const TO_RGB = `function toRGB(rgba) {
+  // RGBA pixels (getImageData) → packed RGB.  On little-endian machines (all current ones) four pixels,
+  // three 32-bit words, per step.  Also the worker's code (toRGB.toString() below): no eval anywhere.
+  function toRGB(rgba) {
     const n = rgba.length >> 2;
-    const src = new Uint32Array(rgba.buffer, rgba.byteOffset, n);
     const out = new Uint8Array(n * 3);
-    const words = new Uint32Array(out.buffer, 0, (n * 3) >> 2);
-    let i = 0, j = 0;
-    for (; i + 3 < n; i += 4, j += 3) {  // little-endian: a pixel word is 0xAABBGGRR
-      const p0 = src[i], p1 = src[i + 1], p2 = src[i + 2], p3 = src[i + 3];
-      words[j] = (p0 & 0xffffff) | (p1 << 24);
-      words[j + 1] = ((p1 >>> 8) & 0xffff) | (p2 << 16);
-      words[j + 2] = ((p2 >>> 16) & 0xff) | (p3 << 8);
+    let i = 0;
+    if (new Uint8Array(new Uint32Array([1]).buffer)[0] === 1) {
+      const src = new Uint32Array(rgba.buffer, rgba.byteOffset, n);
+      const words = new Uint32Array(out.buffer, 0, (n * 3) >> 2);
+      for (let j = 0; i + 3 < n; i += 4, j += 3) {  // a pixel word is 0xAABBGGRR
+        const p0 = src[i], p1 = src[i + 1], p2 = src[i + 2], p3 = src[i + 3];
+        words[j] = (p0 & 0xffffff) | (p1 << 24);
+        words[j + 1] = ((p1 >>> 8) & 0xffff) | (p2 << 16);
+        words[j + 2] = ((p2 >>> 16) & 0xff) | (p3 << 8);
+      }
     }
     for (let k = i * 3; i < n; i++, k += 3) { out[k] = rgba[4 * i]; out[k + 1] = rgba[4 * i + 1]; out[k + 2] = rgba[4 * i + 2]; }
     return out.buffer;
-  }`;
-  const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-  function toRGBSlow(rgba) {
-    const n = rgba.length >> 2;
-    const out = new Uint8Array(n * 3);
-    for (let i = 0, k = 0; i < n; i++, k += 3) { out[k] = rgba[4 * i]; out[k + 1] = rgba[4 * i + 1]; out[k + 2] = rgba[4 * i + 2]; }
-    return out.buffer;
   }
-  const toRGBPage = littleEndian ? new Function(`${TO_RGB}; return toRGB;`)() : toRGBSlow;
 
   // Encoding runs in a worker when the browser can (OffscreenCanvas), so that the page's own thread stays
   // free to handle the kernel's answers; else on the page.
-  const ENCODER = `${TO_RGB}
+  const ENCODER = `${toRGB.toString()}
   self.onmessage = async (e) => {
     const { bitmap, quality, id, format } = e.data;
     try {
@@ -388,7 +383,7 @@ function render({ model, el }) {
   let encoder = null;
   const encoding = new Map();
   try {
-    if (littleEndian && typeof OffscreenCanvas !== "undefined" && typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
+    if (typeof OffscreenCanvas !== "undefined" && typeof Worker !== "undefined" && typeof createImageBitmap !== "undefined") {
       const url = URL.createObjectURL(new Blob([ENCODER], { type: "text/javascript" }));
       encoder = new Worker(url);
       URL.revokeObjectURL(url);
@@ -417,7 +412,7 @@ function render({ model, el }) {
     if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
     const ctx = grab.getContext("2d", { willReadFrequently: format === "rgb" });
     ctx.drawImage(bitmap, 0, 0, w, h);
-    if (format === "rgb") return { buffer: toRGBPage(ctx.getImageData(0, 0, w, h).data), bitmap };
+    if (format === "rgb") return { buffer: toRGB(ctx.getImageData(0, 0, w, h).data), bitmap };
     const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
     if (!blob) { bitmap.close(); return null; }
     return { buffer: await blob.arrayBuffer(), bitmap };
