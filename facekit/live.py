@@ -207,7 +207,7 @@ def rgb_frame(data, width: int, height: int) -> np.ndarray:
     :class:`facekit.extract.PhotoError` (``unreadable``), so the stream reports it and goes on.
     """
     width, height = int(width), int(height)
-    size = len(memoryview(data).cast("B")) if not isinstance(data, (bytes, bytearray)) else len(data)
+    size = memoryview(data).nbytes
     if width <= 0 or height <= 0 or size != width * height * 3:
         raise PhotoError("unreadable", f"an RGB frame of {width}×{height} needs {max(width * height * 3, 0):,} "
                                        f"bytes, got {size:,}")
@@ -779,8 +779,8 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     path's own settings on the already-decoded frames; the path is
     :meth:`LivePipeline.process` on the frames as the browser sends them
     (``frame_format``: ``"jpeg"``, the JPEG bytes, decoded in the path; ``"rgb"``, the
-    same decoded pixels as packed RGB bytes, what the browser sends on a local
-    kernel), then FaceMesh, normalise, model, smoothing.  Passes alternate
+    same decoded pixels as packed RGB bytes, what the browser sends with
+    ``frame_format="rgb"``), then FaceMesh, normalise, model, smoothing.  Passes alternate
     (``repeats`` of each) so that other load on the machine hits both alike.
     Returns medians in milliseconds, the ratio, and the frames per second the
     kernel could sustain.
