@@ -78,7 +78,7 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import Protocol, crossval, prepare
+    from .crossval import DEFAULT_LINEAR_PATH, Protocol, crossval, prepare
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
@@ -90,7 +90,8 @@ def cmd_crossval(args) -> int:
     data = prepare(table, landmarks, protocol)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
-                      train_config=train_config, layouts=args.layouts, ensemble=args.ensemble, mirror=args.mirror)
+                      train_config=train_config, layouts=args.layouts, ensemble=args.ensemble, mirror=args.mirror,
+                      linear_path=args.linear_path or DEFAULT_LINEAR_PATH)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature layouts the inner folds choose between: auto (xyz and xy), xyz, xy or xyz,xy")
     p.add_argument("--mirror", default="auto", choices=("auto", "on", "off"),
                    help="train on the faces' mirror images too: auto (the inner folds choose), on or off")
+    p.add_argument("--linear-path", default=None, choices=("fitted", "trained"),
+                   help="ResNet MLP's linear path: fitted (the logistic regression chosen on the inner folds, "
+                        "frozen; the deep part learns the rest) or trained (with the rest of the network); "
+                        "default: facekit.crossval.DEFAULT_LINEAR_PATH")
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")

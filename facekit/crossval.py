@@ -119,6 +119,12 @@ LAYOUTS = ("xyz", "xy")
 DEFAULT_MODEL_CONFIG = ModelConfig(linear_skip=True)
 
 
+#: How the MLP's linear path (``ModelConfig.linear_skip``) gets its weights: ``fitted``, the logistic
+#: regression that :class:`SelectedLogReg` selects on the same inner folds, then frozen, with the deep part
+#: learning the rest (epoch 0 = the linear model alone); ``trained``, with the rest of the network.
+LINEAR_PATHS = ("fitted", "trained")
+DEFAULT_LINEAR_PATH = "trained"
+
 #: Whether training faces are also used mirrored (x → −x, left/right landmarks swapped): the inner folds
 #: choose, for both models alike.  A face differs from its own mirror image by about as much as fear
 #: differs from neutral (JAFFE: median distance 0.62 against 0.61 between the class means, normalised
@@ -197,15 +203,24 @@ class SelectedResNetMLP:
     then choose among them as among the layouts, each candidate multiplying the time.
     ``mirror``: ``"auto"`` lets the inner folds choose whether training faces are also used
     mirrored (:data:`MIRRORS`); ``"on"``/``"off"`` fixes it.
+    ``linear_path`` (for configs with ``linear_skip``): ``"fitted"`` fits the linear path
+    as :class:`SelectedLogReg` does (its feature layout, mirroring and C chosen on the same
+    inner folds) and freezes it (``TrainConfig.linear_C``); the deep part then learns what
+    it leaves, and the epoch count, 0 (the linear model alone) included, is chosen as
+    before.  ``"trained"``: the linear path is trained with the rest, and the inner folds
+    choose the layout and mirroring for the MLP itself.
     """
 
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
-                 layouts="auto", ensemble: int = 1, mirror="auto"):
+                 layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH):
+        if linear_path not in LINEAR_PATHS:
+            raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
         self.inner_folds, self.random_state, self.layouts = inner_folds, random_state, layouts
         self.ensemble = max(1, int(ensemble))
         self.mirror = mirror
+        self.linear_path = linear_path
 
     def fit(self, X, y, groups):
         tc = replace(self.train_config, seed=self.random_state)
@@ -215,11 +230,18 @@ class SelectedResNetMLP:
         best = None
         self.inner_curves_ = {}
         self.inner_scores_ = {}
-        mirrors = _mirrors(self.mirror)
+        layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror)
+        self.linear_C_ = None
+        if self.linear_path == "fitted" and any(c.has_linear_path for c in configs):
+            linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
+                                    self.mirror).fit(X, y, groups)
+            layouts, mirrors, self.linear_C_ = (linear.layout_,), (linear.mirror_,), linear.C_
+            tc = replace(tc, linear_C=linear.C_)
         for c, config in enumerate(configs):
-            for layout in _layouts(self.layouts, X.shape[1]):
+            for layout in layouts:
                 Xl = X[:, _columns(layout, X.shape[1])]
                 mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
+                first = 0 if tc.linear_C is not None and mc.has_linear_path else 1  # epoch 0: the fitted linear path
                 for mirror in mirrors:
                     tcm = replace(tc, mirror=mirror)
                     probas = []
@@ -229,13 +251,13 @@ class SelectedResNetMLP:
                     oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
                     curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
                     smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
-                    epoch = int(np.nanargmax(smooth)) + 1
+                    epoch = int(np.nanargmax(smooth)) + first
                     name = layout if len(configs) == 1 else f"{layout}/config{c}"
                     name += "" if len(mirrors) == 1 else ("/mirror" if mirror else "/no-mirror")
                     self.inner_curves_[name] = curve
-                    self.inner_scores_[name] = float(smooth[epoch - 1])
-                    if best is None or smooth[epoch - 1] > best[0]:
-                        best = (float(smooth[epoch - 1]), layout, epoch, oof[epoch - 1], mc, c, mirror)
+                    self.inner_scores_[name] = float(smooth[epoch - first])
+                    if best is None or smooth[epoch - first] > best[0]:
+                        best = (float(smooth[epoch - first]), layout, epoch, oof[epoch - first], mc, c, mirror)
         score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_ = best
         tc = replace(tc, mirror=self.mirror_)
         self.columns_ = _columns(self.layout_, X.shape[1])
@@ -246,7 +268,10 @@ class SelectedResNetMLP:
         self.model_ = self.models_[0]
         self.selected_ = {"layout": self.layout_, "epoch": self.epoch_, "threshold": self.threshold_,
                           "inner_val_bal_acc": score, "ensemble": self.ensemble,
-                          "linear_skip": mc.linear_skip, "mirror": self.mirror_, "inner_scores": self.inner_scores_}
+                          "linear_skip": mc.linear_skip, "mirror": self.mirror_, "inner_scores": self.inner_scores_,
+                          "linear_path": ("fitted" if self.linear_C_ is not None and mc.has_linear_path
+                                          else "trained" if mc.has_linear_path else None),
+                          "linear_C": self.linear_C_ if mc.has_linear_path else None}
         if len(configs) > 1:
             self.selected_["model_config"] = self.config_index_
         return self
@@ -337,9 +362,10 @@ class Majority:
 
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
-               layouts="auto", ensemble: int = 1, mirror="auto"):
+               layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH):
     if kind == "resnet-mlp":
-        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror)
+        return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
+                                 linear_path)
     if kind == "logreg":
         return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror)
     if kind == "majority":
@@ -352,13 +378,14 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
 def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int = 0, inner_folds="auto",
              model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
-             mirror="auto") -> dict:
+             mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
     both when the protocol's features are ``xyz``); ``ensemble``: ResNet MLPs averaged per fold;
     ``mirror``: whether training faces are also used mirrored, ``"auto"`` (the inner folds choose,
-    :data:`MIRRORS`), ``"on"`` or ``"off"``."""
+    :data:`MIRRORS`), ``"on"`` or ``"off"``; ``linear_path``: how the MLP's linear path is made
+    (:data:`LINEAR_PATHS`)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -375,7 +402,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     for k, (tr, te) in enumerate(tqdm(splits, desc=f"{model} folds", unit="fold", disable=not progress)):
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
         clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts, ensemble,
-                         mirror).fit(X[tr], y[tr], g[tr])
+                         mirror, linear_path).fit(X[tr], y[tr], g[tr])
         prob[te] = clf.predict_proba(X[te])
         thr = clf.threshold_ if binary else None
         pred[te] = ev.predict_with_threshold(prob[te], thr)
@@ -400,6 +427,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "mirror": [bool(m) for m in _mirrors(mirror)] if model != "majority" else None,
                      "model_config": ([c.to_dict() for c in _model_configs(model_config)]
                                       if model == "resnet-mlp" else None),
+                     "linear_path": (linear_path if model == "resnet-mlp"
+                                     and any(c.has_linear_path for c in _model_configs(model_config)) else None),
                      "selection": "feature layout, mirroring, epochs/C and threshold chosen on inner person "
                                   "folds of each training part"},
         "seed": seed, **data.counts,

@@ -33,6 +33,13 @@ class TrainConfig:
     0.002 in its own units (largest nose-to-point distance = 1), which is about
     0.004–0.005 in kit units; the kit's default is that, rounded.
     ``mirror`` adds horizontally flipped copies of the training faces.
+    ``linear_C``: with a model that has the linear path (``ModelConfig.linear_skip``),
+    fit that path first, alone, as the L2-regularised logistic regression with this
+    inverse strength C (scikit-learn's, class-balanced like the training, on the same
+    standardised and mirrored training faces), then freeze it: the deep part learns
+    only what the linear model leaves.  Epoch 0 is then that linear model alone (the
+    deep head starts at zero), and validation reports it, so early stopping can
+    keep it.  ``None``: the linear path is trained with the rest.
     """
 
     epochs: int = 150
@@ -45,6 +52,7 @@ class TrainConfig:
     balance_classes: bool = True
     patience: int = 40
     stop_epoch: int | None = None  # stop here, on the schedule of ``epochs`` (an epoch count chosen on validation)
+    linear_C: float | None = None
     seed: int = 0
     device: str = "auto"
 
@@ -68,6 +76,39 @@ def _mirror_features(x: np.ndarray) -> np.ndarray:
     shape = x.reshape(len(x), 478, -1)[:, mirror_index(), :].copy()
     shape[..., 0] *= -1
     return shape.reshape(len(x), -1)
+
+
+@torch.no_grad()
+def fit_linear_path(model: ResNetMLP, x: np.ndarray, y: np.ndarray, C: float, balanced: bool = True) -> None:
+    """Set ``model.linear`` to the L2 logistic regression of ``y`` on the model's standardised ``x``, and freeze it.
+
+    x: (N, n_features) float32 training rows (the model's standardisation already fitted
+    on them); y: (N,) class indices.  With two classes the logistic regression's one
+    logit z goes to the second class's row (softmax over (0, z) is its sigmoid); with
+    more, its multinomial logits go to their rows.  A class absent from ``y`` gets a
+    logit far below the others, as no training face supports it.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if model.linear is None:
+        raise ValueError("the model has no linear path: build it with ModelConfig(linear_skip=True)")
+    xs = np.asarray(x, np.float64)
+    if model.config.standardize:
+        xs = (xs - model.mean.double().cpu().numpy()) / model.std.double().cpu().numpy()
+    clf = LogisticRegression(C=C, max_iter=3000, class_weight="balanced" if balanced else None).fit(xs, y)
+    n = model.config.n_classes
+    w = np.zeros((n, xs.shape[1]))
+    b = np.zeros(n)
+    present = clf.classes_.astype(int)
+    if len(present) == 2:
+        w[present[1]], b[present[1]] = clf.coef_[0], clf.intercept_[0]
+    elif len(present) > 2:
+        w[present], b[present] = clf.coef_, clf.intercept_
+    b[np.setdiff1d(np.arange(n), present)] = b[present].min() - 30.0
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+        model.linear.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    model.linear.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -109,6 +150,9 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
     xt = torch.as_tensor(x_train, device=device)  # the data stays on the device: no loader overhead
     yt = torch.as_tensor(y_train, device=device)
     model.set_standardization(xt)
+    fitted_linear = config.linear_C is not None and model.linear is not None
+    if fitted_linear:
+        fit_linear_path(model, x_train, y_train, config.linear_C, config.balance_classes)
     counts = np.bincount(y_train, minlength=model_config.n_classes).astype(np.float64)
     weight = None
     if config.balance_classes:
@@ -126,7 +170,8 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
         w = weight[target]
         return (losses * w).sum() / w.sum()
 
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(xt) / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
     # OneCycleLR divides by zero when the warm-up is exactly one step (pct_start × total_steps == 1)
@@ -136,7 +181,38 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
     has_val = x_val is not None and len(x_val) > 0
     history: list[dict] = []
     best_key, best_state, best_epoch, since_best = None, None, 0, 0
-    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress)
+
+    def validate(row: dict, epoch: int) -> None:
+        nonlocal best_key, best_state, best_epoch, since_best
+        prob = predict_proba(model, x_val)
+        yv = np.asarray(y_val)
+        row["val_loss"] = float(-np.log(np.clip(prob[np.arange(len(yv)), yv], 1e-7, 1)).mean())
+        pred = prob.argmax(1)
+        if keep_val_proba:
+            row["val_proba"] = prob
+        row["val_acc"] = float((pred == yv).mean())
+        row["val_bal_acc"] = _balanced_accuracy(yv, pred, model_config.n_classes)
+        key = (row["val_bal_acc"], -row["val_loss"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch, since_best = key, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        row["best_epoch"] = best_epoch
+
+    if fitted_linear:  # epoch 0: the fitted linear path alone (the deep head starts at zero)
+        with torch.no_grad():
+            model.eval()
+            logits = model(xt)
+            row = {"epoch": 0, "train_loss": float(loss_fn(logits, yt)),
+                   "train_acc": float((logits.argmax(1) == yt).float().mean()), "lr": 0.0, "seconds": 0.0}
+        if has_val:
+            validate(row, 0)
+        history.append(row)
+        if callback:
+            callback(row)
+    n_epochs = config.epochs if config.stop_epoch is None else min(config.epochs, config.stop_epoch)
+    bar = tqdm(range(n_epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -161,28 +237,12 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
                "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
         if has_val:
-            prob = predict_proba(model, x_val)
-            yv = np.asarray(y_val)
-            row["val_loss"] = float(-np.log(np.clip(prob[np.arange(len(yv)), yv], 1e-7, 1)).mean())
-            pred = prob.argmax(1)
-            if keep_val_proba:
-                row["val_proba"] = prob
-            row["val_acc"] = float((pred == yv).mean())
-            row["val_bal_acc"] = _balanced_accuracy(yv, pred, model_config.n_classes)
-            key = (row["val_bal_acc"], -row["val_loss"])
-            if best_key is None or key > best_key:
-                best_key, best_epoch, since_best = key, epoch + 1, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-            row["best_epoch"] = best_epoch
+            validate(row, epoch + 1)
             bar.set_postfix(val_bal_acc=f"{row['val_bal_acc']:.3f}", best=best_epoch)
         history.append(row)
         if callback:
             callback(row)
         if has_val and since_best >= config.patience and not keep_val_proba:
-            break
-        if config.stop_epoch is not None and epoch + 1 >= config.stop_epoch:
             break
     if best_state is not None and not keep_val_proba:
         model.load_state_dict(best_state)
