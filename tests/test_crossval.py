@@ -312,6 +312,28 @@ def test_inner_folds_choose_among_model_configs(binary):
     assert all(f["model_config"] in (0, 1) for f in result["folds_detail"])
 
 
+def test_fitted_linear_path_takes_what_logistic_regression_selects(binary):
+    """``linear_path="fitted"``: the layout, mirroring and C are logistic regression's choice on the same inner
+    folds; the epoch, 0 (the linear model alone) included, is chosen as before."""
+    from facekit.crossval import LINEAR_PATHS, SelectedLogReg, make_model
+
+    mc = replace(FAST_MLP["model_config"], linear_skip=True)
+    clf = make_model("resnet-mlp", 2, inner_folds=2, model_config=mc, train_config=FAST_MLP["train_config"],
+                     linear_path="fitted").fit(binary.X, binary.y, binary.groups)
+    lr = SelectedLogReg(2, inner_folds=2).fit(binary.X, binary.y, binary.groups)
+    assert (clf.layout_, clf.mirror_, clf.selected_["linear_C"]) == (lr.layout_, lr.mirror_, lr.C_)
+    assert clf.selected_["linear_path"] == "fitted" and len(clf.inner_scores_) == 1
+    assert 0 <= clf.epoch_ <= FAST_MLP["train_config"].epochs and len(clf.inner_curves_[clf.layout_]) == 5
+    assert not clf.model_.linear.weight.requires_grad
+    result = crossval(binary, folds=3, model="resnet-mlp", progress=False, n_boot=20, inner_folds=2,
+                      model_config=mc, train_config=FAST_MLP["train_config"], linear_path="fitted")
+    assert result["protocol"]["linear_path"] == "fitted"
+    assert all(f["linear_path"] == "fitted" and f["linear_C"] in SelectedLogReg.GRID for f in result["folds_detail"])
+    with pytest.raises(ValueError, match="linear_path"):
+        make_model("resnet-mlp", 2, linear_path="frozen")
+    assert LINEAR_PATHS == ("fitted", "trained")
+
+
 def test_mlp_ensemble_averages_its_networks(binary):
     from facekit.crossval import make_model
 

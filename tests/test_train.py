@@ -124,6 +124,30 @@ def test_linear_path_starts_at_zero_and_skip_false_removes_it(parts):
     assert balanced_accuracy_score(yv, predict_proba(trained, xv).argmax(1)) > 0.5
 
 
+def test_fitted_linear_path_is_the_logistic_regression_then_frozen(parts):
+    """``linear_C``: epoch 0 is scikit-learn's logistic regression on the model's standardised rows (the deep
+    head starts at zero); later epochs train the deep part only and leave the linear path as it was."""
+    from sklearn.linear_model import LogisticRegression
+
+    xt, yt, xv, yv = parts
+    mc = _mc(xt, replace(SMALL, linear_skip=True))
+    cfg = replace(FAST, epochs=5, linear_C=0.1, mirror=False)
+    zero, history0 = fit(xt, yt, xv, yv, mc, replace(cfg, stop_epoch=0))
+    assert [r["epoch"] for r in history0] == [0] and history0[0]["best_epoch"] == 0
+    mean, std = zero.mean.double().numpy(), zero.std.double().numpy()
+    lr = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit((xt - mean) / std, yt)
+    np.testing.assert_allclose(predict_proba(zero, xv)[:, 1], lr.predict_proba((xv - mean) / std)[:, 1], atol=1e-5)
+    trained, history = fit(xt, yt, xv, yv, mc, cfg, keep_val_proba=True)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(history[0]["val_proba"], predict_proba(zero, xv))
+    assert torch.equal(trained.linear.weight, zero.linear.weight) and torch.equal(trained.linear.bias, zero.linear.bias)
+    assert not trained.linear.weight.requires_grad
+    assert trained.head.weight.abs().sum() > 0  # the deep part did learn
+    # without a linear path there is nothing to fit: the setting is ignored, no epoch 0
+    _, plain = fit(xt, yt, xv, yv, _mc(xt), cfg)
+    assert [r["epoch"] for r in plain] == [1, 2, 3, 4, 5]
+
+
 def test_standardisation_is_applied_when_on():
     model = ResNetMLP(ModelConfig(n_features=10, hidden=8, blocks=1)).eval()
     x = torch.randn(4, 10)
