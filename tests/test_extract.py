@@ -416,3 +416,130 @@ def test_landmark_array_reads_the_wire_format_exactly(portrait):
     odd.landmark[1].visibility = 0.9  # a 20-byte record among 17-byte ones
     np.testing.assert_array_equal(landmark_array(odd), np.float32([[0, 0.5, -1], [0.1, 0.5, -1], [0.2, 0.5, -1]]))
     assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+
+
+# ----------------------------------------------------------------------------- find_faces: the graph read directly
+
+def _real_photos(portrait) -> list[tuple[str, np.ndarray]]:
+    """RGB photos with 1, 2 and no faces, plus JAFFE and AI Hub sample photos where ../shared/datasets has them."""
+    from facekit.paths import shared_datasets
+
+    photos = [("astronaut", portrait), ("two astronauts", np.concatenate([portrait, portrait[:, ::-1]], axis=1)),
+              ("empty room", np.full((480, 640, 3), 96, np.uint8))]
+    root = shared_datasets()
+    for path in sorted((root / "jaffe").glob("*.tiff"))[:3]:
+        photos.append((path.name, decode(path.read_bytes())[0]))
+    for container in sorted((root / "aihub_sample").glob("*/*원천*.zip"))[:1]:
+        with zipfile.ZipFile(container) as zf:
+            for info in [i for i in zf.infolist() if i.filename.lower().endswith(".jpg")][:3]:
+                photos.append((info.filename, decode(zf.read(info), ExtractSettings().draft_long_side)[0]))
+    return photos
+
+
+def _layouts(rgb: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The same pixels as a writeable array, a read-only one and a non-contiguous view into a larger one."""
+    writeable = np.array(rgb)
+    read_only = np.array(rgb)
+    read_only.flags.writeable = False
+    canvas = np.zeros((rgb.shape[0] + 4, rgb.shape[1] + 6, 3), np.uint8)
+    canvas[2:-2, 3:-3] = rgb
+    return [("writeable", writeable), ("read-only", read_only), ("non-contiguous", canvas[2:-2, 3:-3])]
+
+
+def _public_route(rgb: np.ndarray, mesh) -> list[np.ndarray]:
+    """What a researcher gets: mesh.process on a writeable copy, every landmark read as an attribute."""
+    result = mesh.process(np.array(rgb))
+    return [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+            for face in result.multi_face_landmarks or []]
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static", "tracking"])
+def test_find_faces_gives_mesh_process_landmarks_bit_for_bit(portrait, static):
+    """The graph driven directly (read-only view, serialised bytes read by NumPy) = mesh.process, in static and
+    tracking mode, for 0, 1 and 2 faces, for every array layout; the caller's array is left as it was.  Halfway,
+    both meshes are reset and called once through the public route: the timeline they share stays valid."""
+    import mediapipe as mp
+
+    def new_mesh():
+        return mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=2, refine_landmarks=True,
+                                               min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    photos = _real_photos(portrait)
+    reference, kit = new_mesh(), new_mesh()
+    try:
+        assert ex.graph_route(kit)
+        counts = {}
+        for k, (name, rgb) in enumerate(photos):
+            if k == len(photos) // 2:
+                for mesh in (reference, kit):
+                    mesh.reset()
+                    mesh.process(np.array(rgb))
+            for layout, frame in _layouts(rgb):
+                before = (frame.flags.writeable, frame.flags.c_contiguous, frame.copy())
+                expected, got = _public_route(rgb, reference), ex.find_faces(frame, kit)
+                assert len(got) == len(expected), (name, layout)
+                for a, b in zip(got, expected):
+                    assert a.shape == (478, 3) and a.dtype == np.float32
+                    assert np.array_equal(a, b), (name, layout)
+                assert (frame.flags.writeable, frame.flags.c_contiguous) == before[:2], (name, layout)
+                assert np.array_equal(frame, before[2])
+                counts[name] = len(got)
+        assert counts["astronaut"] == 1 and counts["two astronauts"] == 2 and counts["empty room"] == 0
+    finally:
+        reference.close()
+        kit.close()
+
+
+class _PublicOnly:
+    """A real FaceMesh seen through its public API only, as a mediapipe without 0.10.21's internals shows it."""
+
+    def __init__(self, mesh):
+        self.process = mesh.process
+
+
+def test_find_faces_falls_back_to_the_public_route_with_one_warning(portrait, monkeypatch):
+    import warnings
+
+    import mediapipe as mp
+
+    monkeypatch.setattr(ex, "_PUBLIC_ROUTE_WARNED", False)
+    direct = ex.face_mesh(True, 2)
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True)
+    try:
+        public = _PublicOnly(mesh)
+        with pytest.warns(RuntimeWarning, match="0.10.21"):
+            assert not ex.graph_route(public)
+        for name, rgb in _real_photos(portrait)[:4]:
+            for layout, frame in _layouts(rgb):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # said once, not per frame
+                    got = ex.find_faces(frame, public)
+                expected = ex.find_faces(frame, direct)
+                assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected)), \
+                    (name, layout)
+                assert frame.flags.writeable == (layout != "read-only")
+    finally:
+        mesh.close()
+
+
+def test_find_faces_refuses_what_facemesh_cannot_read(portrait):
+    mesh = ex.face_mesh(True, 2)
+    for bad in (portrait[:, :, 0], np.dstack([portrait, portrait[:, :, :1]]), portrait.astype(np.float32)):
+        with pytest.raises(ValueError, match=r"\(H, W, 3\) and dtype uint8"):
+            ex.find_faces(bad, mesh)
+
+
+def test_serialised_faces_take_the_attribute_route_when_the_layout_differs():
+    """Bytes without the exact 17-byte records (visibility set) are parsed by protobuf, with the same numbers."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    face = landmark_pb2.NormalizedLandmarkList()
+    for i in range(3):
+        point = face.landmark.add()
+        point.x, point.y, point.z = 0.1 * i, 0.5, -1.0
+    face.landmark[2].visibility = 0.9
+    raw = face.SerializeToString()
+    assert ex._wire_array(raw) is None
+    np.testing.assert_array_equal(ex._serialized_array(raw), np.float32([[0, 0.5, -1], [0.1, 0.5, -1], [0.2, 0.5, -1]]))
+    face.landmark[2].ClearField("visibility")
+    np.testing.assert_array_equal(ex._wire_array(face.SerializeToString()), ex._serialized_array(raw))
