@@ -54,32 +54,51 @@ class Fitted:
     selected: dict = field(default_factory=dict)
 
 
+def _logreg_on_split(data: Prepared, tr: np.ndarray, va: np.ndarray):
+    """Logistic regression on the train people with C chosen on the val people → (C, the fitted model)."""
+    from .crossval import SelectedLogReg
+
+    best = None
+    for C in SelectedLogReg.GRID:
+        m = SelectedLogReg(len(data.classes))._make(C).fit(data.X[tr], data.y[tr])
+        lr = SelectedLogReg(len(data.classes))
+        lr.model_, lr.columns_ = m, slice(None)  # the protocol's own feature layout on a single split
+        score = ev.classification_report(data.y[va], lr.predict_proba(data.X[va]), data.classes)["balanced_accuracy"]
+        if best is None or score > best[0]:
+            best = (score, C, lr)
+    return best[1], best[2]
+
+
 def fit_on_split(data: Prepared, role: np.ndarray, kind: str = "resnet-mlp",
                  model_config: ModelConfig = ModelConfig(), train_config: TrainConfig = TrainConfig(),
-                 callback=None, progress: bool = False) -> Fitted:
-    """Train ``kind`` (resnet-mlp, logreg or majority) on train people; choose on val people."""
+                 callback=None, progress: bool = False, linear_path: str = "trained") -> Fitted:
+    """Train ``kind`` (resnet-mlp, logreg or majority) on train people; choose on val people.
+
+    ``linear_path="fitted"`` (resnet-mlp): the model gets the linear path (``linear_skip``),
+    fitted as the logistic regression whose C the val people choose (the ``logreg``
+    baseline's), then frozen; the deep part learns the rest and the val people choose its
+    epoch, 0 (the linear model alone) included (``TrainConfig.linear_C``).
+    """
     r = role[data.rows]
     tr, va = r == "train", r == "val"
     X, y = data.X, data.y
     n_classes = len(data.classes)
     binary = n_classes == 2
+    if linear_path not in ("trained", "fitted"):
+        raise ValueError(f"linear_path must be 'trained' or 'fitted', got {linear_path!r}")
     if kind == "resnet-mlp":
         mc = replace(model_config, n_features=X.shape[1], n_classes=n_classes)
+        extra = {}
+        if linear_path == "fitted":
+            C, _ = _logreg_on_split(data, tr, va)
+            mc, train_config = replace(mc, linear_skip=True), replace(train_config, linear_C=C)
+            extra = {"linear_path": "fitted", "linear_C": C}
         model, history = fit(X[tr], y[tr], X[va], y[va], mc, train_config, callback=callback, progress=progress)
         predict = lambda x: predict_proba(model, x)  # noqa: E731
-        selected = {"epoch": history[-1].get("best_epoch", len(history)) if history else 0}
+        selected = {"epoch": history[-1].get("best_epoch", len(history)) if history else 0, **extra}
     elif kind == "logreg":
-        from .crossval import SelectedLogReg
-
-        best = None
-        for C in SelectedLogReg.GRID:
-            m = SelectedLogReg(n_classes)._make(C).fit(X[tr], y[tr])
-            lr = SelectedLogReg(n_classes)
-            lr.model_, lr.columns_ = m, slice(None)  # the protocol's own feature layout on a single split
-            score = ev.classification_report(y[va], lr.predict_proba(X[va]), data.classes)["balanced_accuracy"]
-            if best is None or score > best[0]:
-                best = (score, C, lr)
-        model, history, selected = best[2], [], {"C": best[1]}
+        C, model = _logreg_on_split(data, tr, va)
+        history, selected = [], {"C": C}
         predict = model.predict_proba
     elif kind == "majority":
         from .crossval import Majority
@@ -133,7 +152,8 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
             n_boot: int = 200, progress: bool = True) -> pd.DataFrame:
     """Train and test each variant on the same split.
 
-    ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...).
+    ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...,
+    linear_path=...).
     Returns one row per variant with test accuracy, balanced accuracy (95% CI by person),
     AUC, anxious recall and false alarms on other emotions.
     """
@@ -143,7 +163,7 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     for name, v in tqdm(variants.items(), desc="variants", disable=not progress):
         data = prepare(table, landmarks, v.get("protocol", Protocol()))
         fitted = fit_on_split(data, role, v.get("kind", "resnet-mlp"), v.get("model_config", ModelConfig()),
-                              v.get("train_config", TrainConfig()))
+                              v.get("train_config", TrainConfig()), linear_path=v.get("linear_path", "trained"))
         rep = evaluate_on_split(data, role, fitted, n_boot=n_boot)
         ci = rep["balanced_accuracy_ci95"]
         rows.append({"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],

@@ -123,6 +123,21 @@ def test_resnet_trains_on_train_people_only(data, split):
     assert 1 <= fit.selected["epoch"] <= 1 and len(fit.history) == 1 and "val_bal_acc" in fit.history[0]
 
 
+def test_fitted_linear_path_on_a_split(data, split, fitted):
+    """``linear_path="fitted"``: the linear path is the logreg baseline's model (same C, chosen on the val
+    people); epoch 0 of the history is that linear model alone, and validation may keep it."""
+    role, _ = split
+    tc = replace(TC, epochs=2, mirror=False)
+    fit = fit_on_split(data, role, "resnet-mlp", MC, tc, linear_path="fitted")
+    assert fit.selected["linear_path"] == "fitted" and fit.selected["linear_C"] == fitted["logreg"].selected["C"]
+    assert [r["epoch"] for r in fit.history] == [0, 1, 2] and 0 <= fit.selected["epoch"] <= 2
+    assert fit.model.linear is not None and not fit.model.linear.weight.requires_grad
+    epoch0 = fit_on_split(data, role, "resnet-mlp", MC, replace(tc, stop_epoch=0), linear_path="fitted")
+    np.testing.assert_allclose(epoch0.predict(data.X)[:, 1], fitted["logreg"].predict(data.X)[:, 1], atol=0.02)
+    with pytest.raises(ValueError, match="linear_path"):
+        fit_on_split(data, role, "resnet-mlp", MC, tc, linear_path="frozen")
+
+
 def test_unknown_kind(data, split):
     with pytest.raises(ValueError, match="unknown model kind"):
         fit_on_split(data, split[0], "svm")
