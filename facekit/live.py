@@ -24,7 +24,8 @@ personal-neutral model that needs calibration first, and, from the sources, no
 camera or camera permission denied.
 
 :func:`benchmark` measures the kernel-side cost per frame against FaceMesh alone
-on the same frames (the README states the figures and the command).
+and against the FaceMesh graph alone on the same frames (the README states the
+figures and the command).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .index import IMAGE_EXTENSIONS
-from .extract import PhotoError, decode, face_mesh, find_faces, to_pixels
+from .extract import PhotoError, decode, face_mesh, find_faces, graph_route, run_graph, to_pixels
 
 #: Frame states and what the panel says for each.
 STATES = {
@@ -777,14 +778,19 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     """Kernel-side cost per frame of the whole path against FaceMesh alone, on the same frames.
 
     ``frames``: JPEG bytes (default: ``n_frames`` demo frames at 640×480, quality 80,
-    as the browser's ``jpeg`` frames).  FaceMesh alone is ``mesh.process(rgb)`` with the
-    path's own settings on the already-decoded frames; the path is
-    :meth:`LivePipeline.process` on the frames as the browser sends them
+    as the browser's ``jpeg`` frames).  Two references, with the path's own settings on
+    the already-decoded frames: **FaceMesh alone** is ``mesh.process(rgb)`` on the
+    frames as OpenCV decodes them (writeable arrays: what a researcher calls), and
+    **FaceMesh graph alone** the same graph driven as :func:`facekit.extract.find_faces`
+    drives it, on read-only views of the same frames, with nothing parsed
+    (:func:`facekit.extract.run_graph`; ``None`` where that route is missing).  The
+    path is :meth:`LivePipeline.process` on the frames as the browser sends them
     (``frame_format``: ``"jpeg"``, the JPEG bytes, decoded in the path; ``"rgb"``, the
     same decoded pixels as packed RGB bytes, what the browser sends with
     ``frame_format="rgb"``), then FaceMesh, normalise, model, smoothing.  Passes alternate
-    (``repeats`` of each) so that other load on the machine hits both alike.
-    Returns medians in milliseconds, the ratio, and the frames per second the
+    (``repeats`` of each) so that other load on the machine hits all three alike.
+    Returns medians in milliseconds, the ratios (``ratio`` against FaceMesh alone,
+    ``ratio_vs_graph`` against the graph alone), and the frames per second the
     kernel could sustain.
     """
     if frame_format not in ("jpeg", "rgb"):
@@ -800,7 +806,14 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     mesh = face_mesh(not settings.tracking, settings.max_faces, settings.min_detection_confidence)
     for rgb in rgbs[:10]:  # warm-up: graph start, XNNPACK, torch
         mesh.process(rgb)
+    direct = graph_route(mesh)
+    frozen = []
+    for rgb in rgbs:
+        view = rgb.view()
+        view.flags.writeable = False  # taken by reference, as find_faces passes it
+        frozen.append(view)
     alone: list[float] = []
+    graph: list[float] = []
     stages: dict[str, list[float]] = {s: [] for s in STAGES}
     totals: list[float] = []
     faces = 0
@@ -809,6 +822,10 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
             t0 = time.perf_counter()
             mesh.process(rgb)
             alone.append((time.perf_counter() - t0) * 1000)
+        for view in frozen if direct else ():
+            t0 = time.perf_counter()
+            run_graph(view, mesh)
+            graph.append((time.perf_counter() - t0) * 1000)
         pipeline = LivePipeline(predictor, settings=settings)
         for i, (data, rgb) in enumerate(zip(sent, rgbs)):
             size = None if frame_format == "jpeg" else (rgb.shape[1], rgb.shape[0])
@@ -819,14 +836,17 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
             for s in STAGES:
                 stages[s].append(result.timings.get(s, 0.0))
     med_alone, med_total = statistics.median(alone), statistics.median(totals)
+    med_graph = statistics.median(graph) if graph else None
     h, w = rgbs[0].shape[:2]
     return {"frames": len(frames), "repeats": repeats, "size": f"{w}x{h}", "frame_format": frame_format,
             "faces_found": faces / max(1, repeats),
             "model": None if predictor is None else predictor.describe().get("model_config"),
             "facemesh_alone_ms": round(med_alone, 3),
+            "facemesh_graph_ms": None if med_graph is None else round(med_graph, 3),
             "pipeline_ms": round(med_total, 3),
             "stages_ms": {s: round(statistics.median(v), 3) for s, v in stages.items()},
             "ratio": round(med_total / med_alone, 3),
+            "ratio_vs_graph": None if med_graph is None else round(med_total / med_graph, 3),
             "kernel_fps": round(1000 / med_total, 1),
             "settings": {"tracking": settings.tracking, "max_faces": settings.max_faces},
             "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,

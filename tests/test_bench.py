@@ -45,6 +45,11 @@ def test_every_section_measured(quick_report):
     assert set(pf["stages_ms"]) >= {"decode", "facemesh", "normalise", "model", "smoothing"}
     assert pf["frame_format"].startswith("jpeg") and pf["rgb"]["frame_format"].startswith("rgb")
     assert set(pf["rgb"]["stages_ms"]) == set(pf["stages_ms"])
+    # both references, each in the same passes: FaceMesh alone (mesh.process) and its graph alone (the lower one)
+    for part in (pf, pf["rgb"]):
+        assert part["facemesh_tracking_ms"] > 0 and part["facemesh_graph_ms"] > 0
+        assert part["ratio_path_vs_tracking"] > 0 and part["ratio_path_vs_graph"] > 0
+    assert {"per_frame_vs_facemesh_graph", "per_frame_rgb_vs_facemesh_graph"} <= set(report["ratios"])
     ex = report["extraction"]
     assert set(ex["photos_per_second"]) == {"facemesh_alone", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
                                             "original", "kit_1_worker_process", "kit_2_worker_processes"}
@@ -74,6 +79,7 @@ def test_targets_say_met_or_missed(quick_report):
     for t in report["targets"]:
         assert isinstance(t["met"], bool) and t["measured"] == report["ratios"][t["ratio"]]
     assert "| target | measured | met |" in stdout
+    assert "FaceMesh graph alone, tracking" in stdout
 
 
 def test_extraction_alone():
