@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     p.add_argument("--draft-long-side", type=int, default=ex.ExtractSettings().draft_long_side,
-                   help="JPEG draft decoding keeps at least this long side (0: full-size decode)")
+                   help="JPEGs are decoded at the coarsest of 1/2, 1/4, 1/8 scale (libjpeg's DCT scaling) whose long "
+                        "side stays at least this many pixels (0: full-size decode)")
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)
