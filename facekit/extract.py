@@ -405,6 +405,41 @@ def read_bytes(container: str, member: str) -> bytes:
     return (Path(container) / member).read_bytes()
 
 
+#: glibc malloc settings for processes that extract (mallopt parameter numbers from <malloc.h>): blocks up
+#: to 32 MB (glibc's most) come from the heap, and up to 128 MB of freed heap is kept for the next photo.
+_MALLOC_SETTINGS = ((-3, 32 << 20), (-1, 128 << 20))  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+_ALLOCATOR_TUNED: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """Keep freed photo buffers in this process for the next photo (glibc only; once per process).
+
+    Decoding an EXIF-rotated phone photo allocates two 9 MB buffers (the decoded and
+    the turned pixels).  With glibc's default, adaptive thresholds, freeing them can
+    hand the memory back to the system, and the next photo then faults it in again,
+    page by page: 2,400–2,900 page faults and about 6 ms more per rotated 12 MP photo
+    in a fresh worker process (37–39 ms instead of 32 ms), while a long-lived process
+    whose heap happens to be laid out otherwise pays nothing.  Fixed thresholds
+    (:data:`_MALLOC_SETTINGS`) make every process behave like the lucky one: at most
+    128 MB of freed memory stays with the process, a constant, not a growth.
+    Called by every extraction task, in whichever process runs it (local workers,
+    Dask workers).  Returns whether the settings were applied (False off glibc).
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED is None:
+        _ALLOCATOR_TUNED = False
+        try:
+            import ctypes
+            import platform
+
+            if platform.libc_ver()[0] == "glibc":
+                mallopt = ctypes.CDLL(None).mallopt
+                _ALLOCATOR_TUNED = all(mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS)
+        except (OSError, AttributeError):
+            pass
+    return _ALLOCATOR_TUNED
+
+
 def _extract_chunk(container: str, members: list[str], settings: ExtractSettings,
                    boxes: list | None = None) -> list[tuple]:
     """Worker task: (member, status, reason, landmarks or None, width, height, cacheable) per member.
@@ -413,6 +448,7 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
     Failures to read the container (a cut-off copy, a network drive) are not
     cacheable: they say nothing about the photo and are retried on the next run.
     """
+    tune_allocator()
     out = []
     boxes = boxes or [None] * len(members)
     try:
