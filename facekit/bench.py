@@ -24,9 +24,12 @@ the machine hits both alike; the ratios are what to compare across machines.
    same photos already decoded, against the original system's extraction (full
    decode by OpenCV and a new FaceMesh for every photo), with reduced-size decoding
    off, and with 1 and 2 worker processes (started before the clock, as on a long
-   run).  The kit decodes these JPEGs with OpenCV's libjpeg-turbo at ½ scale
-   (:func:`facekit.extract.decode`).  A variant with ``draft_long_side=1000`` shows
-   what a ¼-scale decode of such photos would give (not the default); the decode
+   run).  Each photo's label carries a face box, as AI Hub's do (here the box
+   around the face's landmarks on the source photo, no margin).  The kit decodes these
+   JPEGs with OpenCV's libjpeg-turbo at ½ scale, or at ¼ where the labelled face stays
+   at least 256 px across (:func:`facekit.extract.jpeg_scale`; ``scales`` counts
+   them).  A variant with ``draft_long_side=1000`` shows what a ¼-scale decode of
+   every photo would give (not the default); the decode
    alone (the photos' bytes already in memory) is the floor under any extraction
    rate: one process does at most one decode and one FaceMesh per photo.
 3. **Training**: one epoch over 100,000 samples (:func:`facekit.train.time_epoch`,
@@ -49,6 +52,7 @@ training samples; its training memory is then for those samples, not 100,000.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -275,9 +279,11 @@ def face_sources(n: int, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     return mixed[:n]
 
 
-def _smartphone_jpeg(rgb: np.ndarray, background: dict, orientation: int, quality: int = 90) -> bytes:
+def _smartphone_jpeg(rgb: np.ndarray, background: dict, orientation: int, quality: int = 90,
+                     face_box=None) -> tuple[bytes, tuple | None]:
     """``rgb`` enlarged onto a 12-megapixel canvas (portrait or landscape like the photo) and stored
-    as a JPEG with EXIF ``orientation`` (the pixels turned so that a viewer shows them upright)."""
+    as a JPEG with EXIF ``orientation`` (the pixels turned so that a viewer shows them upright).
+    Returns the JPEG and ``face_box`` (x0, y0, x1, y1 on ``rgb``) moved onto the upright canvas (or None)."""
     portrait = rgb.shape[0] >= rgb.shape[1]
     base, noise = background[portrait]
     canvas = base.copy()
@@ -286,6 +292,7 @@ def _smartphone_jpeg(rgb: np.ndarray, background: dict, orientation: int, qualit
     face = Image.fromarray(rgb).resize((int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)), Image.BICUBIC)
     x, y = (cw - face.size[0]) // 2, (ch - face.size[1]) // 3
     canvas[y:y + face.size[1], x:x + face.size[0]] = np.asarray(face)
+    box = None if face_box is None else tuple(float(v * scale + o) for v, o in zip(face_box, (x, y, x, y)))
     im = Image.fromarray(np.clip(canvas + noise, 0, 255).astype(np.uint8))
     if _STORED[orientation] is not None:
         im = im.transpose(_STORED[orientation])
@@ -294,24 +301,36 @@ def _smartphone_jpeg(rgb: np.ndarray, background: dict, orientation: int, qualit
         exif[0x0112] = orientation
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
-    return buf.getvalue()
+    return buf.getvalue(), box
 
 
 def build_photo_zips(root: Path, n_photos: int, n_unique: int, seed: int = 0) -> dict:
     """An AI Hub-layout tree under ``root`` (Training and Validation, 중립 and 불안 image ZIPs with
     their label ZIPs) holding ``n_photos`` smartphone-size JPEGs made from ``n_unique`` source photos.
 
-    Every third photo is stored EXIF-rotated (orientations 6, 8, 3 in turn).  Returns
-    ``{"root", "zips", "photos", "encodings", "members", ...}``: ``members`` lists
-    (zip path, member name, index into ``encodings``) in writing order.
+    Every third photo is stored EXIF-rotated (orientations 6, 8, 3 in turn).  Each label
+    record's three annotators give the same face box, in upright pixels: the box around
+    FaceMesh's landmarks on the source photo, moved onto the canvas (none where no face is
+    found there).  Returns ``{"root", "zips", "photos", "encodings", "boxes", "members", ...}``:
+    ``members`` lists (zip path, member name, index into ``encodings``) in writing order;
+    ``boxes[i]`` is encoding i's box (x0, y0, x1, y1) or None.
     """
+    from .extract import PhotoError, landmarks_from_rgb
+
     rng = np.random.default_rng(seed)
     background = {True: _background((3024, 4032), rng), False: _background((4032, 3024), rng)}
     sources = face_sources(n_unique, seed)
-    encodings, origins = [], []
+    encodings, origins, boxes = [], [], []
     for i, (origin, rgb) in enumerate(sources):
         orientation = (1, 1, (6, 8, 3)[(i // 3) % 3])[i % 3]
-        encodings.append(_smartphone_jpeg(rgb, background, orientation))
+        try:
+            lm = landmarks_from_rgb(rgb)
+            face_box = (*lm[:, :2].min(0), *lm[:, :2].max(0))
+        except PhotoError:
+            face_box = None
+        data, box = _smartphone_jpeg(rgb, background, orientation, face_box=face_box)
+        encodings.append(data)
+        boxes.append(box)
         origins.append(f"{origin}, EXIF {orientation}")
     layout = [("Training", "TRAIN", "_01"), ("Validation", "VALID", "")]
     zips = {(split, emotion, tag): root / split / f"[원천]EMOIMG_{emotion}_{tag}{part}.zip"
@@ -323,7 +342,9 @@ def build_photo_zips(root: Path, n_photos: int, n_unique: int, seed: int = 0) ->
         person = hashlib.sha256(f"bench-person-{i % 24}".encode()).hexdigest()
         name = f"{person}_여_30_{key[1]}_실내_20260101{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}-001-{i % 1000:03d}.jpg"
         members.append((zips[key], name, i % len(encodings)))
-        records[key].append({"filename": name, **{f"annot_{a}": {"faceExp": key[1]} for a in "ABC"}})
+        box = boxes[i % len(encodings)]
+        labelled = {} if box is None else {"boxes": dict(zip(("minX", "minY", "maxX", "maxY"), box))}
+        records[key].append({"filename": name, **{f"annot_{a}": {"faceExp": key[1], **labelled} for a in "ABC"}})
     for key, path in zips.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
@@ -335,7 +356,7 @@ def build_photo_zips(root: Path, n_photos: int, n_unique: int, seed: int = 0) ->
             zf.writestr(f"img_emotion_{split.lower()}_data({emotion}).json", json.dumps(records[key], ensure_ascii=False))
     sizes = [len(e) for e in encodings]
     return {"root": root, "zips": list(zips.values()), "photos": n_photos, "unique_photos": len(encodings),
-            "encodings": encodings, "members": members, "origins": origins,
+            "encodings": encodings, "boxes": boxes, "members": members, "origins": origins,
             "jpeg_mb_median": _round(_median(sizes) / 2**20, 2), "sizes": "3024×4032 and 4032×3024",
             "exif_rotated": sum(1 for _z, _n, e in members if not origins[e].endswith("EXIF 1"))}
 
@@ -389,7 +410,9 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
     kit, no_draft = ExtractSettings(), ExtractSettings(draft_long_side=None)
     quarter = ExtractSettings(draft_long_side=QUARTER_DRAFT)
     mesh = face_mesh(True, kit.max_faces, kit.min_detection_confidence)
-    decoded = [decode(e, kit.draft_long_side)[0] for e in tree["encodings"]]
+    decoded = [decode(e, kit.draft_long_side, b, kit.min_face_side)[0] for e, b in zip(tree["encodings"], tree["boxes"])]
+    scale = [round(max(Image.open(io.BytesIO(e)).size) / max(d.shape[:2])) for e, d in zip(tree["encodings"], decoded)]
+    scales = {f"1/{k}": v for k, v in sorted(collections.Counter(scale[enc] for _z, _m, enc in tree["members"]).items())}
     photos = [decoded[enc] for _z, _m, enc in tree["members"]]
     pools = {k: _start_pool(k) for k in (1, 2)}
     found: dict[str, int] = {}
@@ -402,10 +425,10 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
     def facemesh_alone() -> int:
         return sum(bool(mesh.process(rgb).multi_face_landmarks) for rgb in photos)
 
-    member_bytes = [tree["encodings"][enc] for _z, _m, enc in tree["members"]]
+    member_bytes = [(tree["encodings"][enc], tree["boxes"][enc]) for _z, _m, enc in tree["members"]]
 
     def decode_alone() -> int:
-        return sum(decode(data, kit.draft_long_side)[0].size > 0 for data in member_bytes)
+        return sum(decode(data, kit.draft_long_side, box, kit.min_face_side)[0].size > 0 for data, box in member_bytes)
 
     variants: dict[str, Callable[[], int]] = {
         "facemesh_alone": facemesh_alone,
@@ -435,20 +458,22 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
     return {"photos": n, "passes": settings.passes, "unique_photos": tree["unique_photos"],
             "sizes": tree["sizes"], "exif_rotated": tree["exif_rotated"], "jpeg_mb_median": tree["jpeg_mb_median"],
             "sources": tree["origins"], "photos_per_second": rate, "faces_found": found,
-            "decoded_size_kit": "x".join(map(str, decoded[0].shape[1::-1])),
+            "decoded_size_kit": "x".join(map(str, decoded[0].shape[1::-1])), "decode_scales_kit": scales,
             "decode_alone_ms": _round(1000 / rate["decode_alone"], 1),
             "facemesh_alone_ms": _round(1000 / rate["facemesh_alone"], 1),
             "ceiling_photos_per_second": _round(ceiling, 2),
             "pool_start_seconds": {f"{k}_worker{'s' if k > 1 else ''}": _round(v[1], 2) for k, v in pools.items()},
             "note": "facemesh_alone: static-mode FaceMesh on the photos already decoded as the kit decodes them; "
                     "decode_alone: facekit.extract.decode on each photo's bytes already in memory (OpenCV's "
-                    "libjpeg-turbo at 1/2 scale for these JPEGs, turned upright; faces_found counts photos decoded); "
+                    "libjpeg-turbo at the kit's scales, decode_scales_kit: 1/2, or 1/4 where the labelled face box "
+                    "stays >= 256 px across; turned upright; faces_found counts photos decoded); "
                     "ceiling: 1 / (decode time + FaceMesh time), the most one process can do that decodes and "
                     "then runs FaceMesh; "
-                    "kit: in this process, a fresh cache each run; kit_full_decode: draft_long_side=None (full-size "
+                    "kit: in this process, a fresh cache each run, ExtractSettings() with the labels' face boxes; "
+                    "kit_full_decode: draft_long_side=None (full-size "
                     "OpenCV decode); kit_draft_1000: "
-                    f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes 4032-px photos at 1/4 scale "
-                    "instead of 1/2 (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
+                    f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes every 4032-px photo at 1/4 "
+                    "scale, whatever its face's size (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
                     "worker pools started (and their FaceMesh built) before the clock"}
 
 
@@ -765,6 +790,7 @@ def format_table(report: dict) -> str:
     pf, ex, tr, mem = report["per_frame"], report["extraction"], report["training"], report["memory"]
     rate, r, th = ex["photos_per_second"], report["ratios"], tr["threads"]
     n = ex["photos"]
+    scales = ", ".join(f"{k} ×{v}" for k, v in ex.get("decode_scales_kit", {}).items())
     scale = report["settings"]["memory_scale"]
     rows = [
         ("per frame: kit path on JPEG frames (decode → FaceMesh → normalise → model → smoothing)",
@@ -792,7 +818,7 @@ def format_table(report: dict) -> str:
          f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s", r["extraction_vs_facemesh_alone"]),
         ("extraction: kit, 1 process", f"{rate['kit']:.1f} photos/s",
          f"original (full decode, new FaceMesh per photo) {rate['original']:.1f}/s", r["extraction_vs_original"]),
-        ("extraction: decode alone (bytes in memory → upright RGB, ½ scale; the floor)",
+        (f"extraction: decode alone (bytes in memory → upright RGB at the kit's scales, {scales}; the floor)",
          f"{rate['decode_alone']:.1f} photos/s ({ex['decode_alone_ms']:.1f} ms)",
          f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s ({ex['facemesh_alone_ms']:.1f} ms)",
          r["extraction_decode_alone_vs_facemesh_alone"]),
@@ -800,9 +826,9 @@ def format_table(report: dict) -> str:
          f"{ex['ceiling_photos_per_second']:.1f} photos/s",
          f"FaceMesh alone on decoded photos {rate['facemesh_alone']:.1f}/s", r["extraction_ceiling_vs_facemesh_alone"]),
         ("extraction: kit, full-size decode (draft_long_side=None)", f"{rate['kit_full_decode']:.1f} photos/s",
-         f"kit, ½-scale decode {rate['kit']:.1f}/s", r["extraction_full_decode_vs_draft"]),
-        (f"extraction: kit, draft_long_side={QUARTER_DRAFT} (¼-scale decode; not the default)",
-         f"{rate['kit_draft_1000']:.1f} photos/s", f"kit, default draft (½ scale here) {rate['kit']:.1f}/s",
+         f"kit, default scales {rate['kit']:.1f}/s", r["extraction_full_decode_vs_draft"]),
+        (f"extraction: kit, draft_long_side={QUARTER_DRAFT} (every photo at ¼ scale; not the default)",
+         f"{rate['kit_draft_1000']:.1f} photos/s", f"kit, default scales {rate['kit']:.1f}/s",
          r["extraction_draft_1000_vs_draft"]),
         ("extraction: kit, 2 worker processes", f"{rate['kit_2_worker_processes']:.1f} photos/s",
          f"1 worker process {rate['kit_1_worker_process']:.1f}/s", r["extraction_2_vs_1_workers"]),

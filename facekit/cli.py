@@ -57,7 +57,7 @@ def cmd_index(args) -> int:
 def cmd_extract(args) -> int:
     df = _index(args)
     chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
-    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None)
+    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None)
     print(f"{len(chosen)} photos sampled from {df['container'].nunique()} containers "
           f"(at most {args.per_zip} each, seed {args.seed}); landmark cache: {args.cache or ex.cache_dir()}")
     table, landmarks = ex.extract(chosen, settings, workers=args.workers, cache=args.cache)
@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draft-long-side", type=int, default=ex.ExtractSettings().draft_long_side,
                    help="JPEGs are decoded at the coarsest of 1/2, 1/4, 1/8 scale (libjpeg's DCT scaling) whose long "
                         "side stays at least this many pixels (0: full-size decode)")
+    p.add_argument("--min-face-side", type=int, default=ex.ExtractSettings().min_face_side,
+                   help="where a photo has a labelled face box (AI Hub), decode coarser still while the box's "
+                        "shorter side stays at least this many pixels (0: boxes never change the scale)")
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)

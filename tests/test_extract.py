@@ -187,6 +187,28 @@ def test_draft_decoding_of_a_large_jpeg(portrait):
     assert_same_face(upright_of_rotated, full, "draft, EXIF 6")
 
 
+def test_a_large_labelled_face_is_decoded_coarser(portrait):
+    """With a labelled face box whose shorter side stays ≥ min_face_side px at 1/4 scale, a 3000×2250 photo is
+    decoded at 1/4 instead of 1/2, and its landmarks match the full-size decode's; a degenerate box, no box,
+    or min_face_side=None leave the scale as draft_long_side alone sets it."""
+    face = np.asarray(Image.fromarray(portrait).resize((2200, 2200), Image.LANCZOS))
+    data = jpeg_bytes(on_canvas(face, (3000, 2250), at=(400, 25)))
+    full, *_ = landmarks_from_bytes(data, ExtractSettings(draft_long_side=None))
+    box = (*full[:, :2].min(0), *full[:, :2].max(0))
+    side = min(box[2] - box[0], box[3] - box[1])
+    assert side >= 4 * ExtractSettings().min_face_side  # large enough for 1/4 at the default
+    assert decode(data, 1024, box, 256)[0].shape == (563, 750, 3)  # 1/4 (rounded up, as libjpeg does)
+    half = (1125, 1500, 3)
+    for other in (None, (0, 0, 3000, 10), (np.nan, 0, 2000, 2000), (-10, -10, 4000, 4000)):
+        assert decode(data, 1024, other, 256)[0].shape == half, other
+    assert decode(data, 1024, box, None)[0].shape == half
+    assert decode(data, None, box, 256)[0].shape == (2250, 3000, 3)  # no draft: full size, whatever the box
+    coarse, w, h = landmarks_from_bytes(data, ExtractSettings(), box)
+    assert (w, h) == (3000, 2250)
+    assert_same_face(coarse, full, "1/4 scale, labelled box")
+    assert ExtractSettings(min_face_side=None).key() != ExtractSettings().key()
+
+
 # ----------------------------------------------------------------------------- cache
 
 def test_second_run_does_no_facemesh_work(folder_index, extracted, tmp_path, monkeypatch):

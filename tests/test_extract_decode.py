@@ -111,6 +111,18 @@ def test_jpeg_scale_rule():
     assert jpeg_scale((8192, 6144), 1024) == 8 and jpeg_scale((640, 480), 1024) == 1
 
 
+def test_jpeg_scale_rule_with_a_face_box():
+    """A usable labelled box makes the scale coarser while its shorter side stays ≥ min_face_side, never finer."""
+    size = (4032, 3024)
+    assert jpeg_scale(size, 1024, (1000, 500, 2100, 1700), 256) == 4  # 1100 px: 275 at 1/4, 137 at 1/8
+    assert jpeg_scale(size, 1024, (0, 0, 2100, 2100), 256) == 8  # 2100 px: 262 at 1/8
+    assert jpeg_scale(size, 1024, (1000, 500, 1300, 800), 256) == 2  # a small face: never finer than the draft rule
+    assert jpeg_scale(size, 1024, (1000, 500, 2100, 1700), None) == 2  # min_face_side None: boxes are ignored
+    assert jpeg_scale(size, None, (0, 0, 2100, 2100), 256) == 1  # no draft: full size
+    for degenerate in ((5, 5, 5, 900), (0, 0, 3000, 20), (np.nan, 0, 2100, 2100), (-50, -50, 5000, 5000)):
+        assert jpeg_scale(size, 1024, degenerate, 256) == 2, degenerate
+
+
 def test_a_phone_size_photo_decodes_at_half_scale_by_opencv(upright, cv2_calls):
     """4032×3024 stored turned (EXIF 6): 1/2 scale by OpenCV, upright, the size read from the header."""
     big = np.asarray(Image.fromarray(upright).resize((4032, 3024), Image.BILINEAR))
