@@ -41,6 +41,9 @@ def test_notebooks_run_in_order(data: str, tmp_path: Path):
     for nb in NOTEBOOKS:
         assert nb.stem in proc.stdout, f"{nb.name} did not run:\n{tail}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
+    # notebook 03 saves the plain checkpoint and its personal-neutral twin, which notebook 05's Calibrate loads
+    assert (tmp_path / "weights" / "model_binary.pt").is_file()
+    assert (tmp_path / "weights" / "model_binary_personal.pt").is_file()
     if any(nb.name.startswith("04") for nb in NOTEBOOKS):
         metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
         assert metrics["task"] == "binary" and metrics["label_policy"] == "uploader"
