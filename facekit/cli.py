@@ -1,10 +1,12 @@
 """Command line for the long stages, with the same settings and defaults as the notebooks.
 
     python -m facekit index   DATA [--out index.csv]
-    python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--out DIR]
+    python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--draft-long-side 1024]
+        [--min-face-side 256] [--cache DIR] [--out DIR]
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
-        [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg]
+        [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N]
+        (more: python -m facekit crossval --help)
     python -m facekit bench [--quick] [--out reports/bench.json]
         (every stage against FaceMesh alone and the original design; README, Benchmarks)
     python -m facekit serve [--weights FILE] [--host 127.0.0.1] [--port 8001] [--cors-origin URL]

@@ -7,6 +7,8 @@ cluster workers agree on where things are whatever their working directory:
                            unset means "use the built-in demo data".
 - ``FACEKIT_CACHE``        landmark cache (default ``<project>/data/cache``).
 - ``FACEKIT_SHARED_DATA``  the real test datasets (default ``<project>/../shared/datasets``).
+- ``FACEKIT_WEIGHTS``      checkpoints (default ``<project>/weights``).
+- ``FACEKIT_REPORTS``      metrics, figures and benchmark results (default ``<project>/reports``).
 - ``FACEKIT_SMOKE``        ``1`` makes notebooks run a tiny version of the same code path.
 """
 from __future__ import annotations
