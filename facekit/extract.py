@@ -531,12 +531,17 @@ def _load_cache(folder: Path) -> dict[str, tuple]:
     entries: dict[str, tuple] = {}
     for part in sorted(folder.glob("part-*.npz")):
         try:
+            # Each array read once per part: z[name] reads (and decompresses) the whole array on every
+            # access, and a row of it is a view that keeps that whole copy alive, so reading row by row
+            # held one copy of the part's landmarks per photo (841 MB for 1,173 cached photos).
             with np.load(part, allow_pickle=False) as z:
-                for i, key in enumerate(z["keys"]):
-                    entries[str(key)] = (str(z["status"][i]), str(z["reason"][i]), z["landmarks"][i],
-                                         int(z["width"][i]), int(z["height"][i]))
+                keys, status, reason, lms, width, height = (
+                    z[name] for name in ("keys", "status", "reason", "landmarks", "width", "height"))
         except Exception:  # noqa: BLE001 - a part cut off by a crash is redone, not trusted
             part.unlink(missing_ok=True)
+            continue
+        for i, key in enumerate(keys.tolist()):
+            entries[str(key)] = (str(status[i]), str(reason[i]), lms[i], int(width[i]), int(height[i]))
     return entries
 
 
