@@ -466,39 +466,67 @@ def tune_allocator() -> bool:
     return _ALLOCATOR_TUNED
 
 
+def _open_archive(container: str) -> zipfile.ZipFile:
+    """This thread's open ``ZipFile`` for ``container``, kept for the next chunk of the same ZIP.
+
+    Opening a ZIP reads its whole central directory: 36 ms for 10,000 members here, against about
+    0.6 s of work in a 16-photo chunk, so reopening it for every chunk cost a real download's
+    extraction about 6 %.  One ZIP per thread stays open; it is reopened when the file's size or
+    modification time changes, and :func:`_close_archive` closes it.
+    """
+    stat = os.stat(container)
+    key = (os.path.abspath(container), stat.st_size, stat.st_mtime_ns)
+    held = getattr(_LOCAL, "archive", None)
+    if held is not None and held[0] == key:
+        return held[1]
+    _close_archive()
+    archive = zipfile.ZipFile(container)
+    _LOCAL.archive = (key, archive)
+    return archive
+
+
+def _close_archive() -> None:
+    """Close this thread's ZIP kept open by :func:`_open_archive`, if any."""
+    held = getattr(_LOCAL, "archive", None)
+    _LOCAL.archive = None
+    if held is not None:
+        held[1].close()
+
+
 def _extract_chunk(container: str, members: list[str], settings: ExtractSettings,
                    boxes: list | None = None) -> list[tuple]:
     """Worker task: (member, status, reason, landmarks or None, width, height, cacheable) per member.
 
-    Runs in any process; opens the container itself so only names cross the wire.
-    Failures to read the container (a cut-off copy, a network drive) are not
-    cacheable: they say nothing about the photo and are retried on the next run.
+    Runs in any process; opens the container itself so only names cross the wire (and keeps a ZIP
+    open for the next chunk of it, :func:`_open_archive`).  Failures to read the container (a cut-off
+    copy, a network drive) are not cacheable: they say nothing about the photo and are retried on the
+    next run.
     """
     tune_allocator()
     out = []
     boxes = boxes or [None] * len(members)
     try:
-        archive = zipfile.ZipFile(container) if container.lower().endswith(".zip") else None
+        archive = _open_archive(container) if container.lower().endswith(".zip") else None
     except (zipfile.BadZipFile, OSError) as exc:
         return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0, False) for m in members]
-    try:
-        for member, box in zip(members, boxes):
-            try:
-                data = archive.read(member) if archive else (Path(container) / member).read_bytes()
-            except Exception as exc:  # noqa: BLE001 - the container, not the photo, failed
-                out.append((member, "unreadable", f"cannot read from {container}: {type(exc).__name__}: {exc}",
-                            None, 0, 0, False))
-                continue
-            try:
-                lm, w, h = landmarks_from_bytes(data, settings, box)
-                out.append((member, "ok", "", lm, w, h, True))
-            except PhotoError as err:
-                out.append((member, err.status, err.reason, None, 0, 0, True))
-            except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
-                out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True))
-    finally:
-        if archive:
-            archive.close()
+    failed = False
+    for member, box in zip(members, boxes):
+        try:
+            data = archive.read(member) if archive else (Path(container) / member).read_bytes()
+        except Exception as exc:  # noqa: BLE001 - the container, not the photo, failed
+            out.append((member, "unreadable", f"cannot read from {container}: {type(exc).__name__}: {exc}",
+                        None, 0, 0, False))
+            failed = True
+            continue
+        try:
+            lm, w, h = landmarks_from_bytes(data, settings, box)
+            out.append((member, "ok", "", lm, w, h, True))
+        except PhotoError as err:
+            out.append((member, err.status, err.reason, None, 0, 0, True))
+        except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
+            out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True))
+    if failed and archive is not None:
+        _close_archive()  # a handle that failed is not kept: the next chunk opens the file afresh
     return out
 
 
@@ -675,6 +703,8 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
             bar.close()
             if own_pool is not None:
                 own_pool.shutdown(wait=True, cancel_futures=True)
+            if executor is None:
+                _close_archive()  # extracted in this thread: leave no ZIP open in the caller's process
         for folder in folders.values():
             _consolidate(folder)
 

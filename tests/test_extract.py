@@ -626,3 +626,35 @@ def test_a_fresh_worker_keeps_freed_photo_memory(tmp_path):
     assert tuned == "True" and status == "no_face"
     pages = 2016 * 1512 * 3 // 4096  # one decoded buffer at ½ scale: about 2,200 pages
     assert max(map(int, faults[2:])) < pages // 10, faults  # without the settings: ~2,400–2,900 per photo
+
+
+def test_a_zip_is_opened_once_for_its_chunks(tmp_path, portrait, monkeypatch):
+    """Consecutive chunks of one ZIP reuse its open ZipFile (opening reads the whole central directory);
+    a ZIP rewritten since is opened afresh, and an in-process run leaves no ZIP open."""
+    photo = jpeg_bytes(on_canvas(portrait, (640, 480), at=(80, 0)))
+    path = tmp_path / "photos.zip"
+    write_zip(path, {f"p{i}.jpg": photo for i in range(4)})
+    opened = []
+    real = zipfile.ZipFile
+
+    class Counting(real):
+        def __init__(self, file, mode="r", *args, **kwargs):
+            if mode == "r":
+                opened.append(str(file))
+            super().__init__(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(ex.zipfile, "ZipFile", Counting)
+    first = ex._extract_chunk(str(path), ["p0.jpg", "p1.jpg"], ExtractSettings())
+    second = ex._extract_chunk(str(path), ["p2.jpg", "p3.jpg"], ExtractSettings())
+    assert [r[1] for r in first + second] == ["ok"] * 4 and len(opened) == 1
+    np.testing.assert_array_equal(first[0][3], second[1][3])
+    write_zip(path, {"p0.jpg": photo, "other.jpg": photo})  # rewritten: new size and time
+    os.utime(path, ns=(1, 1))
+    assert ex._extract_chunk(str(path), ["other.jpg"], ExtractSettings())[0][1] == "ok" and len(opened) == 2
+    assert ex._extract_chunk(str(path), ["missing.jpg"], ExtractSettings())[0][1] == "unreadable"
+    ex._close_archive()
+    index = pd.DataFrame({"source": "folder", "split": "Training", "container": str(path), "member": ["p0.jpg"],
+                          "name": ["p0.jpg"], "person": ["a"], "emotion": ["중립"], "problem": [None],
+                          "crc": [zipfile.ZipFile(path).getinfo("p0.jpg").CRC], "bytes": [len(photo)]})
+    table, _ = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert table["status"].tolist() == ["ok"] and getattr(ex._LOCAL, "archive", None) is None
