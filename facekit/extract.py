@@ -418,8 +418,25 @@ def landmarks_from_rgb(rgb: np.ndarray, settings: ExtractSettings = ExtractSetti
 
 def landmarks_from_bytes(data: bytes, settings: ExtractSettings = ExtractSettings(),
                          box=None) -> tuple[np.ndarray, int, int]:
-    """One photo's bytes → ((478, 3) float32 pixel-unit landmarks, width, height); raises :class:`PhotoError`."""
+    """One photo's bytes → ((478, 3) float32 pixel-unit landmarks, width, height); raises :class:`PhotoError`.
+
+    Where the labelled ``box`` let the photo be decoded coarser than ``draft_long_side`` alone would
+    (:func:`jpeg_scale`), the box is checked against the face found: if there is none, or its landmarks
+    span less than half of ``min_face_side`` decoded pixels (the box overstated the face), the photo is
+    decoded again by ``draft_long_side`` alone, so a wrong box never costs a face its resolution.
+    """
     rgb, width, height = decode(data, settings.draft_long_side, box, settings.min_face_side)
+    used = max(width, height) / max(rgb.shape[:2])
+    if box is None or used <= jpeg_scale((width, height), settings.draft_long_side) * 1.01:
+        return landmarks_from_rgb(rgb, settings, (width, height), box), width, height
+    try:
+        lm = landmarks_from_rgb(rgb, settings, (width, height), box)
+        if float(np.min(lm[:, :2].max(0) - lm[:, :2].min(0))) / used >= settings.min_face_side / 2:
+            return lm, width, height
+    except PhotoError as err:
+        if err.status != "no_face":
+            raise
+    rgb = decode(data, settings.draft_long_side)[0]
     return landmarks_from_rgb(rgb, settings, (width, height), box), width, height
 
 

@@ -658,3 +658,16 @@ def test_a_zip_is_opened_once_for_its_chunks(tmp_path, portrait, monkeypatch):
                           "crc": [zipfile.ZipFile(path).getinfo("p0.jpg").CRC], "bytes": [len(photo)]})
     table, _ = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
     assert table["status"].tolist() == ["ok"] and getattr(ex._LOCAL, "archive", None) is None
+
+
+def test_a_box_that_overstates_the_face_does_not_cost_it_resolution(portrait):
+    """A labelled box far larger than the face would decode the photo at 1/8, the face a few dozen pixels
+    across: the landmarks then come from the draft_long_side decode alone, as without the box."""
+    face = np.asarray(Image.fromarray(portrait).resize((900, 900), Image.LANCZOS))
+    data = jpeg_bytes(on_canvas(face, (4032, 3024), at=(1500, 1000)))
+    wrong = (0.0, 0.0, 3024.0, 3024.0)  # passes as a box (not degenerate, inside the photo) but is not the face
+    assert decode(data, 1024, wrong, 256)[0].shape == (378, 504, 3)  # 1/8
+    plain, *_ = landmarks_from_bytes(data, ExtractSettings(min_face_side=None), wrong)
+    checked, w, h = landmarks_from_bytes(data, ExtractSettings(), wrong)
+    assert (w, h) == (4032, 3024)
+    np.testing.assert_array_equal(checked, plain)
