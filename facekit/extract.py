@@ -488,8 +488,9 @@ def _open_archive(container: str) -> zipfile.ZipFile:
 
     Opening a ZIP reads its whole central directory: 36 ms for 10,000 members here, against about
     0.6 s of work in a 16-photo chunk, so reopening it for every chunk cost a real download's
-    extraction about 4–6 % (measured: 27.8 against 26.8 photos/s).  One ZIP per thread stays open; it is reopened when the file's size or
-    modification time changes, and :func:`_close_archive` closes it.
+    extraction about 4–6 % (measured: 27.8 against 26.8 photos/s).  One ZIP per thread stays
+    open; it is reopened when the file's size or modification time changes, and
+    :func:`_close_archive` closes it.
     """
     stat = os.stat(container)
     key = (os.path.abspath(container), stat.st_size, stat.st_mtime_ns)
