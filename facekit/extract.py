@@ -628,7 +628,8 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
     """Landmarks for every row of an index.
 
     Returns ``(table, landmarks)``: ``table`` is the index (same row order) with
-    ``status``, ``reason``, ``width`` and ``height`` added; ``landmarks`` is
+    ``status``, ``reason``, ``width``, ``height`` and ``from_cache`` (found in the landmark
+    cache, not extracted by this call) added; ``landmarks`` is
     ``(N, 478, 3) float32`` in pixel units of the upright full-size photo, NaN
     where ``status != "ok"``.  Rows the index already marks with a ``problem`` are
     ``skipped`` with that reason.
@@ -647,6 +648,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         else np.array([""] * n, dtype=object)
     width = np.zeros(n, dtype=np.int32)
     height = np.zeros(n, dtype=np.int32)
+    from_cache = np.zeros(n, dtype=bool)
     usable = table["problem"].isna().to_numpy() if "problem" in table else np.ones(n, bool)
     root = Path(cache) if cache else cache_dir()
 
@@ -678,6 +680,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
                 pending.append((row, member, key, box))
                 continue
             status[row], reason[row], landmarks[row], width[row], height[row] = hit
+            from_cache[row] = True
         for start in range(0, len(pending), chunk_size):
             part = pending[start:start + chunk_size]
             todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part],
@@ -730,6 +733,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
     table["reason"] = reason
     table["width"] = width
     table["height"] = height
+    table["from_cache"] = from_cache
     return table, landmarks
 
 

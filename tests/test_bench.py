@@ -51,7 +51,7 @@ def test_every_section_measured(quick_report):
         assert part["ratio_path_vs_tracking"] > 0 and part["ratio_path_vs_graph"] > 0
     assert {"per_frame_vs_facemesh_graph", "per_frame_rgb_vs_facemesh_graph"} <= set(report["ratios"])
     ex = report["extraction"]
-    assert set(ex["photos_per_second"]) == {"facemesh_alone", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
+    assert set(ex["photos_per_second"]) == {"facemesh_alone", "facemesh_alone_full_size", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
                                             "original", "kit_1_worker_process", "kit_2_worker_processes"}
     assert 0 < ex["ceiling_photos_per_second"] < ex["photos_per_second"]["facemesh_alone"]
     assert ex["exif_rotated"] >= 1 and ex["faces_found"]["kit"] >= 1
@@ -62,6 +62,10 @@ def test_every_section_measured(quick_report):
     assert "kit" in tr["cuda"] or "skipped" in tr["cuda"]
     mem = report["memory"]
     assert mem["extraction"]["10n"]["photos"] == 10 * mem["extraction"]["n"]["photos"]
+    for key in ("n", "10n"):  # the second run of each found every photo in the cache it had just filled
+        assert mem["extraction"][f"{key}_cached"]["from_cache"] == mem["extraction"][key]["photos"]
+        assert mem["extraction"][key]["from_cache"] == 0
+    assert ex["faces_found"]["facemesh_alone_full_size"] == ex["faces_found"]["facemesh_alone"] >= 1
     assert mem["training"]["peak_rss_mb"] > 0 and mem["cache_bytes_per_photo"] > 0
     assert "skipped" in report["server"] or report["server"]["errors"] == 0
 
@@ -88,6 +92,7 @@ def test_extraction_alone():
 
     report = extraction_alone(quick=True, passes=1)
     assert report["photos"] == 8 and report["faces_found"]["kit"] >= 1
-    assert set(report["ratios"]) == {"kit_vs_original", "kit_vs_facemesh_alone", "ceiling_vs_facemesh_alone",
+    assert set(report["ratios"]) == {"kit_vs_original", "kit_vs_facemesh_alone", "kit_vs_facemesh_alone_full_size",
+                                     "ceiling_vs_facemesh_alone",
                                      "kit_vs_ceiling"}
     assert all(math.isfinite(v) and v > 0 for v in report["ratios"].values())

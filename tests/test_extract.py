@@ -244,7 +244,9 @@ def test_second_run_does_no_facemesh_work(folder_index, extracted, tmp_path, mon
     assert len(calls) == folder_index["problem"].isna().sum() == 8
     second, lm2 = extract(folder_index, workers=1, cache=tmp_path, progress=False)
     assert len(calls) == 8
-    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(first.drop(columns="from_cache"), second.drop(columns="from_cache"))
+    usable = folder_index["problem"].isna().to_numpy()
+    assert not first["from_cache"].any() and second["from_cache"].to_numpy().tolist() == usable.tolist()
     assert np.array_equal(lm1, lm2, equal_nan=True)
     # and the cached run equals a run in another cache (FaceMesh in static mode is deterministic)
     np.testing.assert_allclose(lm2, extracted[1], atol=1e-3)
