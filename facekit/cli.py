@@ -80,7 +80,8 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import DEFAULT_LINEAR_PATH, Protocol, crossval, prepare
+    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, Protocol, crossval, prepare
+    from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
@@ -91,9 +92,15 @@ def cmd_crossval(args) -> int:
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
+    # --linear-path none / choose are model configs (ModelConfig.linear_skip); trained / fitted say how the path
+    # of the default config gets its weights.
+    model_config = {"none": ModelConfig(linear_skip=False),
+                    "choose": (ModelConfig(linear_skip=False), ModelConfig(linear_skip=True))}.get(
+                        args.linear_path, DEFAULT_MODEL_CONFIG)
+    linear_path = args.linear_path if args.linear_path in ("fitted", "trained") else DEFAULT_LINEAR_PATH
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
-                      train_config=train_config, layouts=args.layouts, ensemble=args.ensemble, mirror=args.mirror,
-                      linear_path=args.linear_path or DEFAULT_LINEAR_PATH)
+                      model_config=model_config, train_config=train_config, layouts=args.layouts,
+                      ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -166,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature layouts the inner folds choose between: auto (xyz and xy), xyz, xy or xyz,xy")
     p.add_argument("--mirror", default="auto", choices=("auto", "on", "off"),
                    help="train on the faces' mirror images too: auto (the inner folds choose), on or off")
-    p.add_argument("--linear-path", default=None, choices=("fitted", "trained"),
-                   help="ResNet MLP's linear path: fitted (the logistic regression chosen on the inner folds, "
-                        "frozen; the deep part learns the rest) or trained (with the rest of the network); "
-                        "default: facekit.crossval.DEFAULT_LINEAR_PATH")
+    p.add_argument("--linear-path", default=None, choices=("trained", "fitted", "none", "choose"),
+                   help="ResNet MLP's linear path: trained (with the rest of the network), fitted (the logistic "
+                        "regression chosen on the inner folds, frozen; the deep part learns the rest), none (no "
+                        "linear path, the model of the first sessions) or choose (the inner folds choose with or "
+                        "without a trained path); default: facekit.crossval.DEFAULT_LINEAR_PATH")
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")

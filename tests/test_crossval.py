@@ -286,6 +286,25 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
 
 
+@pytest.mark.parametrize("choice, linear_skips, linear_path", [("none", [False], None),
+                                                                  ("choose", [False, True], "trained")])
+def test_cli_linear_path_none_and_choose(jaffe_cli, jaffe_root, tmp_path, choice, linear_skips, linear_path):
+    """``--linear-path none`` runs the model without the linear path, ``choose`` lets the inner folds choose
+    with or without it: every row of TRAINING_DETAIL section 6.1 can be reproduced from the command line."""
+    from facekit import cli
+
+    _proc, _out, cache = jaffe_cli
+    out = tmp_path / f"{choice}.json"
+    assert cli.main(["crossval", str(jaffe_root), "--out", str(out), "--cache", str(cache), "--folds", "2",
+                     "--inner-folds", "1", "--epochs", "2", "--workers", "1", "--linear-path", choice]) == 0
+    result = json.loads(out.read_text())
+    configs = result["protocol"]["model_config"]
+    configs = configs if isinstance(configs, list) else [configs]
+    assert [c["linear_skip"] for c in configs] == linear_skips
+    assert result["protocol"]["linear_path"] == linear_path
+    assert all(f["linear_skip"] in linear_skips for f in result["folds_detail"])
+
+
 def test_crossval_default_has_the_linear_path():
     import inspect
 
