@@ -100,7 +100,8 @@ def cmd_crossval(args) -> int:
     linear_path = args.linear_path if args.linear_path in ("fitted", "trained") else DEFAULT_LINEAR_PATH
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
-                      ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path)
+                      ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
+                      min_recall=args.min_recall)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -115,6 +116,11 @@ def cmd_crossval(args) -> int:
           f"({result['n_images']} photos of {result['n_people']} people, {result['n_failed']} without landmarks)")
     if result.get("false_alarm_other") is not None:
         print(f"false alarms on other expressions: {result['false_alarm_other']:.3f}")
+    if "balanced_threshold" in result:
+        alt = result["balanced_threshold"]
+        print(f"the same models at the balanced-accuracy thresholds: balanced accuracy {alt['balanced_accuracy']:.3f}, "
+              f"recall {', '.join(f'{k} {v:.3f}' for k, v in alt['recall'].items())}"
+              + (f", false alarms {alt['false_alarm_other']:.3f}" if alt.get("false_alarm_other") is not None else ""))
     print(f"wrote {out}")
     return 0
 
@@ -178,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                         "regression chosen on the inner folds, frozen; the deep part learns the rest), none (no "
                         "linear path, the model of the first sessions) or choose (the inner folds choose with or "
                         "without a trained path); default: facekit.crossval.DEFAULT_LINEAR_PATH")
+    p.add_argument("--min-recall", type=float, default=None,
+                   help="two classes: choose each fold's threshold as the highest cut whose anxious recall on the "
+                        "inner folds' held-out people is at least this (e.g. 0.8), instead of the one maximising "
+                        "balanced accuracy; the JSON also reports what that default threshold gives")
     p.add_argument("--normalization", default="kit", choices=("kit", "seed"))
     p.add_argument("--no-align", action="store_true", help="kit normalisation without rotation alignment")
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")

@@ -162,13 +162,25 @@ def _columns(layout: str, n_features: int):
     return slice(None)
 
 
-def _threshold(y: np.ndarray, p_pos: np.ndarray) -> float:
+def _threshold(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None = None) -> float:
     """Threshold chosen on out-of-fold validation probabilities, or 0.5 (the class-balanced
     training's natural cut) when either class has fewer than 20 validation photos: on so few
-    the chosen cut is mostly noise (measured on JAFFE: it cost ~0.1 balanced accuracy)."""
+    the chosen cut is mostly noise (measured on JAFFE: it cost ~0.1 balanced accuracy).
+    ``min_recall``: instead, the highest cut whose out-of-fold anxious recall is at least that
+    (:func:`facekit.evaluate.threshold_for_recall`), whatever the counts: an operating point asked for."""
+    if min_recall is not None:
+        return ev.threshold_for_recall(y, p_pos, min_recall)
     if np.bincount(y, minlength=2).min() < MIN_PER_CLASS_FOR_THRESHOLD:
         return 0.5
     return ev.choose_threshold(y, p_pos)
+
+
+def _thresholds(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None) -> tuple[float, dict]:
+    """The threshold to use and what ``selected_`` records of it: with ``min_recall`` also the
+    balanced-accuracy threshold the same probabilities give, so one run reports both operating points."""
+    threshold = _threshold(y, p_pos, min_recall)
+    extra = {} if min_recall is None else {"threshold_balanced": _threshold(y, p_pos), "min_recall": min_recall}
+    return threshold, extra
 
 
 def _inner_folds(groups: np.ndarray, inner, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -213,7 +225,8 @@ class SelectedResNetMLP:
 
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
-                 layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH):
+                 layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
+                 min_recall: float | None = None):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -221,6 +234,7 @@ class SelectedResNetMLP:
         self.ensemble = max(1, int(ensemble))
         self.mirror = mirror
         self.linear_path = linear_path
+        self.min_recall = min_recall
 
     def fit(self, X, y, groups):
         tc = replace(self.train_config, seed=self.random_state)
@@ -261,7 +275,8 @@ class SelectedResNetMLP:
         score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_ = best
         tc = replace(tc, mirror=self.mirror_)
         self.columns_ = _columns(self.layout_, X.shape[1])
-        self.threshold_ = _threshold(oof_y, oof_p[:, 1]) if self.n_classes == 2 else None
+        self.threshold_, threshold_extra = (_thresholds(oof_y, oof_p[:, 1], self.min_recall) if self.n_classes == 2
+                                            else (None, {}))
         self.models_ = [fit(X[:, self.columns_], y, None, None, mc,
                             replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
                         for k in range(self.ensemble)]
@@ -271,7 +286,7 @@ class SelectedResNetMLP:
                           "linear_skip": mc.linear_skip, "mirror": self.mirror_, "inner_scores": self.inner_scores_,
                           "linear_path": ("fitted" if self.linear_C_ is not None and mc.has_linear_path
                                           else "trained" if mc.has_linear_path else None),
-                          "linear_C": self.linear_C_ if mc.has_linear_path else None}
+                          "linear_C": self.linear_C_ if mc.has_linear_path else None, **threshold_extra}
         if len(configs) > 1:
             self.selected_["model_config"] = self.config_index_
         return self
@@ -291,9 +306,10 @@ class SelectedLogReg:
 
     GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
-    def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto"):
+    def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
+                 min_recall: float | None = None):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
-        self.layouts, self.mirror = layouts, mirror
+        self.layouts, self.mirror, self.min_recall = layouts, mirror, min_recall
 
     def _fit(self, C, X, y, mirror: bool):
         if mirror:  # the training faces and their mirror images, as the MLP's training sees them
@@ -332,10 +348,11 @@ class SelectedLogReg:
         best = int(np.nanargmax([c[0] for c in candidates]))
         score, self.layout_, self.mirror_, self.C_, oy, op = candidates[best]
         self.columns_ = _columns(self.layout_, X.shape[1])
-        self.threshold_ = _threshold(oy, op[:, 1]) if self.n_classes == 2 else None
+        self.threshold_, threshold_extra = (_thresholds(oy, op[:, 1], self.min_recall) if self.n_classes == 2
+                                            else (None, {}))
         self.model_ = self._fit(self.C_, X[:, self.columns_], y, self.mirror_)
         self.selected_ = {"layout": self.layout_, "mirror": self.mirror_, "C": self.C_, "threshold": self.threshold_,
-                          "inner_val_bal_acc": float(score)}
+                          "inner_val_bal_acc": float(score), **threshold_extra}
         return self
 
     def predict_proba(self, X):
@@ -362,12 +379,13 @@ class Majority:
 
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
-               layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH):
+               layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
+               min_recall: float | None = None):
     if kind == "resnet-mlp":
         return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
-                                 linear_path)
+                                 linear_path, min_recall)
     if kind == "logreg":
-        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror)
+        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -378,23 +396,31 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
 def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int = 0, inner_folds="auto",
              model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
-             mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH) -> dict:
+             mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
     both when the protocol's features are ``xyz``); ``ensemble``: ResNet MLPs averaged per fold;
     ``mirror``: whether training faces are also used mirrored, ``"auto"`` (the inner folds choose,
     :data:`MIRRORS`), ``"on"`` or ``"off"``; ``linear_path``: how the MLP's linear path is made
-    (:data:`LINEAR_PATHS`)."""
+    (:data:`LINEAR_PATHS`); ``min_recall`` (two classes): each fold's threshold is the highest cut whose
+    pooled out-of-fold anxious recall on its inner folds is at least that, instead of the one maximising
+    balanced accuracy; the result then also holds what the balanced-accuracy thresholds give
+    (``balanced_threshold``), from the same models."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
     X, y, g = data.X, data.y, data.groups
     n_classes = len(data.classes)
     binary = n_classes == 2
+    if min_recall is not None and (not binary or model == "majority"):
+        raise ValueError("--min-recall sets the threshold of a two-class model (binary or anxious-vs-rest, "
+                         f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
     splits = person_folds(g, folds, seed=seed)
     prob = np.full((len(y), n_classes), np.nan)
     pred = np.full(len(y), -1)
+    pred_balanced = np.full(len(y), -1)  # with min_recall: what each fold's balanced-accuracy threshold gives
+    other_thr_balanced = np.full(len(data.X_other), np.nan)
     fold_of = np.full(len(y), -1)
     other_p = np.full(len(data.X_other), np.nan)
     other_thr = np.full(len(data.X_other), np.nan)
@@ -402,10 +428,12 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     for k, (tr, te) in enumerate(tqdm(splits, desc=f"{model} folds", unit="fold", disable=not progress)):
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
         clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts, ensemble,
-                         mirror, linear_path).fit(X[tr], y[tr], g[tr])
+                         mirror, linear_path, min_recall).fit(X[tr], y[tr], g[tr])
         prob[te] = clf.predict_proba(X[te])
         thr = clf.threshold_ if binary else None
         pred[te] = ev.predict_with_threshold(prob[te], thr)
+        if min_recall is not None:
+            pred_balanced[te] = ev.predict_with_threshold(prob[te], clf.selected_["threshold_balanced"])
         fold_of[te] = k
         test_people = sorted(set(g[te]))
         if len(data.X_other):
@@ -413,6 +441,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
             if rows.any():
                 other_p[rows] = clf.predict_proba(data.X_other[rows])[:, -1] if binary else np.nan
                 other_thr[rows] = thr if thr is not None else 0.5
+                if min_recall is not None:
+                    other_thr_balanced[rows] = clf.selected_["threshold_balanced"]
         fold_rows.append({"fold": k, "test_people": test_people, "n_train": int(len(tr)), "n_test": int(len(te)),
                           **{k2: v for k2, v in clf.selected_.items()}})
     report = ev.classification_report(y, prob, data.classes, None)
@@ -430,7 +460,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "linear_path": (linear_path if model == "resnet-mlp"
                                      and any(c.has_linear_path for c in _model_configs(model_config)) else None),
                      "selection": "feature layout, mirroring, epochs/C and threshold chosen on inner person "
-                                  "folds of each training part"},
+                                  "folds of each training part",
+                     "threshold_rule": ("balanced accuracy" if min_recall is None else
+                                        f"highest cut with inner out-of-fold anxious recall >= {min_recall:g}"),
+                     "min_recall": min_recall},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],
@@ -450,6 +483,17 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         result["n_other_scored"] = int(done.sum())
     if data.protocol.task == "anxious-vs-rest":  # the rest includes other emotions: how often are they "anxious"?
         result.update(_rest_false_alarms(pred, data.emotion))
+    if min_recall is not None:  # the same models at the thresholds the default rule would have chosen
+        bal = _report_from_pred(y, pred_balanced, prob, data.classes)
+        alt = {"balanced_accuracy": bal["balanced_accuracy"], "accuracy": bal["accuracy"], "recall": bal["recall"],
+               "balanced_accuracy_ci95": list(ev.bootstrap_ci(y, pred_balanced, g, lambda a, b:
+                                                              ev.skm.balanced_accuracy_score(a, b), n_boot, seed))}
+        if data.protocol.task == "anxious-vs-rest":
+            alt.update(_rest_false_alarms(pred_balanced, data.emotion))
+        elif len(data.X_other):
+            done = np.isfinite(other_p)
+            alt["false_alarm_other"] = float((other_p[done] >= other_thr_balanced[done]).mean()) if done.any() else None
+        result["balanced_threshold"] = alt
     per = ev.per_person(y, pred, g)
     per["fold"] = [int(fold_of[g == p][0]) for p in per.index]
     result["per_person"] = per.reset_index().to_dict(orient="records")

@@ -38,6 +38,19 @@ def choose_threshold(y: np.ndarray, p_pos: np.ndarray) -> float:
     return best
 
 
+def threshold_for_recall(y: np.ndarray, p_pos: np.ndarray, min_recall: float) -> float:
+    """The highest threshold on the positive-class probability at which the positive recall on these rows
+    is at least ``min_recall`` (predictions are ``p_pos >= threshold``): the operating point that keeps
+    that recall with as few false positives as these rows allow.  0.5 when there is no positive row."""
+    if not 0 < min_recall <= 1:
+        raise ValueError(f"min_recall must be in (0, 1], got {min_recall}")
+    pos = np.sort(np.asarray(p_pos, dtype=np.float64)[np.asarray(y) == 1])[::-1]
+    if not len(pos):
+        return 0.5
+    k = int(np.ceil(min_recall * len(pos) - 1e-9))  # positives that must reach the cut
+    return float(pos[max(k, 1) - 1])
+
+
 def classification_report(y: np.ndarray, prob: np.ndarray, classes: tuple[str, ...],
                           threshold: float | None = None) -> dict:
     """Accuracy, balanced accuracy, per-class precision/recall/F1/support, confusion matrix and AUCs."""

@@ -151,6 +151,28 @@ def test_crossval_result(binary, model, kwargs):
 
 
 @pytest.mark.parametrize("model,kwargs", [("logreg", {"inner_folds": 2}), ("resnet-mlp", {"inner_folds": 1, **FAST_MLP})])
+def test_min_recall_moves_only_the_threshold(binary, model, kwargs):
+    """``min_recall`` changes each fold's threshold, not its model: the probabilities (AUC) are those of the
+    default run, and the result's ``balanced_threshold`` part reproduces the default run's hard predictions."""
+    plain = crossval(binary, folds=4, model=model, progress=False, n_boot=50, **kwargs)
+    asked = crossval(binary, folds=4, model=model, progress=False, n_boot=50, min_recall=0.95, **kwargs)
+    assert asked["auc"] == plain["auc"]
+    assert asked["protocol"]["min_recall"] == 0.95 and plain["protocol"]["min_recall"] is None
+    assert "balanced_threshold" not in plain
+    alt = asked["balanced_threshold"]
+    assert alt["balanced_accuracy"] == plain["balanced_accuracy"] and alt["recall"] == plain["recall"]
+    assert alt["false_alarm_other"] == plain["false_alarm_other"]
+    for a, b in zip(asked["folds_detail"], plain["folds_detail"]):
+        assert a["threshold_balanced"] == b["threshold"] and a["min_recall"] == 0.95
+    assert any(a["threshold"] != b["threshold"] for a, b in zip(asked["folds_detail"], plain["folds_detail"]))
+
+
+def test_min_recall_needs_a_two_class_model(binary):
+    with pytest.raises(ValueError, match="min-recall"):
+        crossval(binary, folds=4, model="majority", progress=False, min_recall=0.8)
+
+
+@pytest.mark.parametrize("model,kwargs", [("logreg", {"inner_folds": 2}), ("resnet-mlp", {"inner_folds": 1, **FAST_MLP})])
 def test_layout_choice(binary, model, kwargs):
     """xy models see only x and y, whatever the layout of X; a fixed layout is honoured."""
     from facekit.crossval import make_model
@@ -286,23 +308,35 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
 
 
-@pytest.mark.parametrize("choice, linear_skips, linear_path", [("none", [False], None),
-                                                                  ("choose", [False, True], "trained")])
-def test_cli_linear_path_none_and_choose(jaffe_cli, jaffe_root, tmp_path, choice, linear_skips, linear_path):
+@pytest.mark.parametrize("choice, linear_skips, linear_path, extra", [
+    ("none", [False], None, []),
+    ("choose", [False, True], "trained", []),
+    ("trained", [True], "trained", ["--min-recall", "0.8", "--task", "anxious-vs-rest"]),
+])
+def test_cli_linear_path_and_min_recall(jaffe_cli, jaffe_root, tmp_path, capsys, choice, linear_skips, linear_path,
+                                        extra):
     """``--linear-path none`` runs the model without the linear path, ``choose`` lets the inner folds choose
-    with or without it: every row of TRAINING_DETAIL section 6.1 can be reproduced from the command line."""
+    with or without it: every row of TRAINING_DETAIL section 6.1 can be reproduced from the command line.
+    ``--min-recall`` reports both operating points of the same models."""
     from facekit import cli
 
     _proc, _out, cache = jaffe_cli
     out = tmp_path / f"{choice}.json"
     assert cli.main(["crossval", str(jaffe_root), "--out", str(out), "--cache", str(cache), "--folds", "2",
-                     "--inner-folds", "1", "--epochs", "2", "--workers", "1", "--linear-path", choice]) == 0
+                     "--inner-folds", "1", "--epochs", "2", "--workers", "1", "--linear-path", choice, *extra]) == 0
     result = json.loads(out.read_text())
     configs = result["protocol"]["model_config"]
     configs = configs if isinstance(configs, list) else [configs]
     assert [c["linear_skip"] for c in configs] == linear_skips
     assert result["protocol"]["linear_path"] == linear_path
     assert all(f["linear_skip"] in linear_skips for f in result["folds_detail"])
+    printed = capsys.readouterr().out
+    if extra:
+        assert result["protocol"]["min_recall"] == 0.8 and result["task"] == "anxious-vs-rest"
+        assert 0 <= result["balanced_threshold"]["false_alarm_other"] <= 1
+        assert "the same models at the balanced-accuracy thresholds" in printed
+    else:
+        assert "balanced_threshold" not in result
 
 
 def test_crossval_default_has_the_linear_path():

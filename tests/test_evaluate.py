@@ -99,6 +99,33 @@ def test_choose_threshold_maximises_balanced_accuracy(data, n):
     assert abs(t - 0.5) <= min(abs(c - 0.5) for c in tied) + 1e-12
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), n=st.integers(1, 30), min_recall=st.sampled_from([0.1, 0.5, 0.8, 0.95, 1.0]))
+def test_threshold_for_recall_is_the_highest_cut_keeping_the_recall(data, n, min_recall):
+    y = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    p = np.array(data.draw(st.lists(st.sampled_from(np.round(np.linspace(0, 1, 21), 2).tolist()),
+                                    min_size=n, max_size=n)))
+    t = ev.threshold_for_recall(y, p, min_recall)
+    if not (y == 1).any():
+        assert t == 0.5
+        return
+    recall = (p[y == 1] >= t).mean()
+    assert recall >= min_recall - 1e-12
+    higher = p[p > t]  # any higher cut loses the recall asked for
+    if len(higher):
+        assert (p[y == 1] >= higher.min()).mean() < min_recall
+
+
+def test_threshold_for_recall_on_fixed_input():
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p = np.array([0.1, 0.55, 0.65, 0.2, 0.6, 0.7, 0.8, 0.9])
+    assert ev.threshold_for_recall(y, p, 0.8) == 0.6  # 4 of 5 anxious photos at 0.6 and above
+    assert ev.threshold_for_recall(y, p, 0.81) == 0.2  # 5 of 5 needed
+    assert ev.threshold_for_recall(y, p, 0.2) == 0.9
+    with pytest.raises(ValueError, match="min_recall"):
+        ev.threshold_for_recall(y, p, 0)
+
+
 def test_choose_threshold_on_fixed_input():
     y = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.55, 0.65, 0.6, 0.7, 0.9])
