@@ -378,11 +378,13 @@ class LivePipeline:
             self.smoother.time_constant_s = float(seconds)
 
     def process(self, frame, t: float | None = None, bgr: bool = False,
-                size: tuple[int, int] | None = None) -> FrameResult:
+                size: tuple[int, int] | None = None, full_size: tuple[int, int] | None = None) -> FrameResult:
         """One frame → :class:`FrameResult`.  ``frame``: JPEG/PNG bytes, or an (H, W, 3) uint8 array
         (RGB, or BGR with ``bgr=True`` as OpenCV reads it), or with ``size=(width, height)`` a buffer of
         packed RGB rows (:func:`rgb_frame`, the browser's ``rgb`` frames); ``t``: its timestamp in
-        seconds (default: now)."""
+        seconds (default: now).  ``full_size=(width, height)``: the photo's own size where ``frame``
+        was decoded smaller (:func:`facekit.extract.decode`'s JPEG scaling, as the server does):
+        landmarks, width and height are then in the photo's full-size pixels, as in training data."""
         t = time.monotonic() if t is None else float(t)
         with self._lock:
             index = self.frames
@@ -413,7 +415,7 @@ class LivePipeline:
                     "skipped, the stream goes on", timings=timings))
             t1 = time.perf_counter()
             timings["decode"] = (t1 - t0) * 1000
-            height, width = rgb.shape[:2]
+            width, height = full_size if full_size is not None else (rgb.shape[1], rgb.shape[0])
             mesh = face_mesh(not self.settings.tracking, self.settings.max_faces,
                              self.settings.min_detection_confidence)
             if self.settings.tracking:

@@ -19,8 +19,11 @@ serves itself: nothing is loaded from a CDN, so it works offline):
   original system took it).  The answer: state, class, probabilities, anxiety
   score 0–100 and face box, or a clear ``no_face`` state.
 
-A photo goes through the kit's own per-frame path, :class:`facekit.live.LivePipeline`
-(decode → FaceMesh → pixel units → the checkpoint's normalisation → model), in
+A photo is decoded as training photos are (:func:`facekit.extract.decode`: a large
+JPEG at 1/2 to 1/8 scale, EXIF orientation applied), so a photo's landmarks are
+those its extraction for training gives; it then goes through the kit's own
+per-frame path, :class:`facekit.live.LivePipeline` (FaceMesh → full-size pixel units
+→ the checkpoint's normalisation → model), in
 static-image mode with a fresh pipeline per request, so requests never share
 tracking or smoothing state; landmarks go through
 :meth:`facekit.checkpoint.Predictor.predict_shapes`.  Inference runs in a pool of
@@ -80,7 +83,7 @@ from .paths import ASSETS_DIR, PROJECT_ROOT, weights_dir
 
 DEFAULT_PORT = 8001
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024      # a 12-megapixel phone JPEG is 3–6 MB; base64 in JSON adds a third
-DEFAULT_MAX_PIXELS = 30_000_000          # decoded RGB: 90 MB per request in flight
+DEFAULT_MAX_PIXELS = 30_000_000          # decoded RGB: up to 90 MB per request in flight (PNG; JPEGs decode smaller)
 N_LANDMARKS = 478
 N_VALUES = N_LANDMARKS * 3
 MAX_SIDE = 100_000                       # width / height accepted with pixel-unit landmarks
@@ -418,19 +421,20 @@ class Service:
     # -- /predict/image
     def predict_image(self, data: bytes, reference=None, landmarks: bool = False, shape: bool = False) -> dict:
         """Photo bytes → the per-frame path's answer for it (see the module docstring)."""
-        from .extract import PhotoError
-        from .live import decode_frame
+        from .extract import ExtractSettings, PhotoError, decode
 
         reference = self._reference(reference)
         fmt = check_image(data, self.settings.max_pixels)[0]
         t0 = time.perf_counter()
         try:
-            rgb = decode_frame(data)
+            # The training data's decoder and rule (facekit.extract): a phone photo's JPEG is decoded at
+            # 1/2 to 1/8 scale, its long side never under draft_long_side pixels; EXIF orientation applied.
+            rgb, width, height = decode(data, ExtractSettings().draft_long_side)
         except PhotoError as err:
             raise BadInput(422, f"the {fmt} image could not be decoded: {err.reason}") from None
         decode_ms = (time.perf_counter() - t0) * 1000
         pipe = self._pipeline(reference)
-        result = pipe.process(rgb, t=0.0)
+        result = pipe.process(rgb, t=0.0, full_size=(width, height))
         result.timings["decode"] = decode_ms
         answer = {"state": result.state, "message": result.message, "face": result.landmarks is not None,
                   "n_faces": result.n_faces, "width": result.width, "height": result.height, "box": None,

@@ -204,6 +204,29 @@ def test_same_answer_as_the_notebook_path(client, astronaut):
     assert flat.json()["probabilities"] == by_pixels.json()["probabilities"]
 
 
+def test_phone_size_photo_gets_its_training_landmarks(client):
+    """A large EXIF-rotated JPEG is decoded as training photos are (facekit.extract.decode, here at 1/2 scale),
+    so the server answers with the landmarks the photo's extraction for training gives, in full-size upright
+    pixels; a full-size decode (the live path's decode_frame) gives landmarks pixels away from them."""
+    from facekit.bench import _STORED
+    from facekit.extract import landmarks_from_bytes
+
+    upright = np.asarray(Image.fromarray(demo.portrait()).resize((1536, 2048), Image.BICUBIC))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(upright).transpose(_STORED[6]).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    data = buf.getvalue()
+    answer = predict(client, data, landmarks="true").json()
+    assert answer["state"] == "ok", answer["message"]
+    training, width, height = landmarks_from_bytes(data)
+    assert (answer["width"], answer["height"]) == (width, height) == (1536, 2048)
+    assert np.abs(np.array(answer["landmarks"]) - training).max() <= 0.006  # the answer's rounding
+    assert answer["box"] == pytest.approx([*training[:, :2].min(0), *training[:, :2].max(0)], abs=0.06)
+    full = live.LivePipeline(load(WEIGHTS), settings=live.LiveSettings(tracking=False)).process(data, t=0.0)
+    assert (full.width, full.height) == (1536, 2048) and np.abs(full.landmarks - training).max() > 1.0
+
+
 def test_same_answer_on_jaffe(client, jaffe_root):
     predictor = load(WEIGHTS)
     for rgb in jaffe_photos(jaffe_root):
