@@ -21,7 +21,8 @@ the machine hits both alike; the ratios are what to compare across machines.
    bundled astronaut photo's variants and, where present, real photos of
    ``../shared/datasets/aihub_sample``.  Photos per second of
    :func:`facekit.extract.extract` (fresh cache) against FaceMesh alone on the
-   same photos already decoded, against the original system's extraction (full
+   same photos already decoded as the kit decodes them, and on the same photos
+   decoded at full size (passed read-only, as the kit passes frames), against the original system's extraction (full
    decode by OpenCV and a new FaceMesh for every photo), with reduced-size decoding
    off, and with 1 and 2 worker processes (started before the clock, as on a long
    run).  Each photo's label carries a face box, as AI Hub's do (here the box
@@ -39,8 +40,9 @@ the machine hits both alike; the ratios are what to compare across machines.
    gets: the kit sets none) against one thread, on fewer samples (on a shared
    machine the default threads can be many times slower); on CUDA too where present.
 4. **Memory**: peak resident memory of a subprocess (and its workers) while
-   extracting N and 10×N photos and while training on 100,000 samples; the
-   landmark cache's bytes per photo.
+   extracting N and 10×N distinct photos, then again while extracting them from the
+   caches those runs filled, and while training on 100,000 samples; the landmark
+   cache's bytes per photo.
 5. **Inference server**: :func:`facekit.server.load_test` on 640×480 frames against
    the same decode and FaceMesh in this process, where the server and its packages
    are installed (otherwise "skipped" with the reason).

@@ -19,9 +19,10 @@ serves itself: nothing is loaded from a CDN, so it works offline):
   original system took it).  The answer: state, class, probabilities, anxiety
   score 0–100 and face box, or a clear ``no_face`` state.
 
-A photo is decoded as training photos are (:func:`facekit.extract.decode`: a large
-JPEG at 1/2 to 1/8 scale, EXIF orientation applied), so a photo's landmarks are
-those its extraction for training gives; it then goes through the kit's own
+A photo is decoded by the training data's decoder and long-side rule
+(:func:`facekit.extract.decode`: a large JPEG at 1/2 to 1/8 scale, EXIF orientation
+applied), so a photo's landmarks are those its extraction for training gives where
+no labelled face box is involved (an upload has none); it then goes through the kit's own
 per-frame path, :class:`facekit.live.LivePipeline` (FaceMesh → full-size pixel units
 → the checkpoint's normalisation → model), in
 static-image mode with a fresh pipeline per request, so requests never share
