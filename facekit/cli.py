@@ -121,6 +121,12 @@ def cmd_crossval(args) -> int:
         print(f"the same models at the balanced-accuracy thresholds: balanced accuracy {alt['balanced_accuracy']:.3f}, "
               f"recall {', '.join(f'{k} {v:.3f}' for k, v in alt['recall'].items())}"
               + (f", false alarms {alt['false_alarm_other']:.3f}" if alt.get("false_alarm_other") is not None else ""))
+        thin = result.get("min_recall_thin_folds") or []
+        if thin:
+            fewest = min(f["threshold_n_anxious"] for f in result["folds_detail"] if f["fold"] in thin)
+            print(f"warning: in {len(thin)} of {len(result['folds_detail'])} folds the --min-recall cut rests on fewer "
+                  f"than 20 anxious validation photos (as few as {fewest}): it may land far from the recall asked "
+                  "for on new people; more inner folds (--inner-folds) give it more photos")
     print(f"wrote {out}")
     return 0
 

@@ -179,7 +179,8 @@ def _thresholds(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None) -> t
     """The threshold to use and what ``selected_`` records of it: with ``min_recall`` also the
     balanced-accuracy threshold the same probabilities give, so one run reports both operating points."""
     threshold = _threshold(y, p_pos, min_recall)
-    extra = {} if min_recall is None else {"threshold_balanced": _threshold(y, p_pos), "min_recall": min_recall}
+    extra = {} if min_recall is None else {"threshold_balanced": _threshold(y, p_pos), "min_recall": min_recall,
+                                           "threshold_n_anxious": int((np.asarray(y) == 1).sum())}
     return threshold, extra
 
 
@@ -494,6 +495,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
             done = np.isfinite(other_p)
             alt["false_alarm_other"] = float((other_p[done] >= other_thr_balanced[done]).mean()) if done.any() else None
         result["balanced_threshold"] = alt
+        # A cut placed for recall R on a handful of anxious validation photos is mostly noise (CK+ with one inner
+        # draw: ~5 fear photos, held-out recall 0.60 for R = 0.8): say which folds' cuts rest on so few.
+        result["min_recall_thin_folds"] = [f["fold"] for f in fold_rows
+                                           if f.get("threshold_n_anxious", 0) < MIN_PER_CLASS_FOR_THRESHOLD]
     per = ev.per_person(y, pred, g)
     per["fold"] = [int(fold_of[g == p][0]) for p in per.index]
     result["per_person"] = per.reset_index().to_dict(orient="records")

@@ -164,6 +164,10 @@ def test_min_recall_moves_only_the_threshold(binary, model, kwargs):
     assert alt["false_alarm_other"] == plain["false_alarm_other"]
     for a, b in zip(asked["folds_detail"], plain["folds_detail"]):
         assert a["threshold_balanced"] == b["threshold"] and a["min_recall"] == 0.95
+    n_anxious = [f["threshold_n_anxious"] for f in asked["folds_detail"]]
+    assert all(n > 0 for n in n_anxious)
+    assert asked["min_recall_thin_folds"] == [f["fold"] for f, n in zip(asked["folds_detail"], n_anxious) if n < 20]
+    assert "min_recall_thin_folds" not in plain
     assert any(a["threshold"] != b["threshold"] for a, b in zip(asked["folds_detail"], plain["folds_detail"]))
 
 
@@ -335,6 +339,10 @@ def test_cli_linear_path_and_min_recall(jaffe_cli, jaffe_root, tmp_path, capsys,
         assert result["protocol"]["min_recall"] == 0.8 and result["task"] == "anxious-vs-rest"
         assert 0 <= result["balanced_threshold"]["false_alarm_other"] <= 1
         assert "the same models at the balanced-accuracy thresholds" in printed
+        # one inner validation draw of ~4 JAFFE people holds far fewer than 20 fear photos: every fold is thin
+        assert result["min_recall_thin_folds"] == [0, 1]
+        assert all(0 < f["threshold_n_anxious"] < 20 for f in result["folds_detail"])
+        assert "rests on fewer than 20 anxious validation photos" in printed
     else:
         assert "balanced_threshold" not in result
 
