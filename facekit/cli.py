@@ -80,7 +80,7 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, Protocol, crossval, prepare
+    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, crossval, prepare
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
@@ -125,7 +125,7 @@ def cmd_crossval(args) -> int:
         if thin:
             fewest = min(f["threshold_n_anxious"] for f in result["folds_detail"] if f["fold"] in thin)
             print(f"warning: in {len(thin)} of {len(result['folds_detail'])} folds the --min-recall cut rests on fewer "
-                  f"than 20 anxious validation photos (as few as {fewest}): it may land far from the recall asked "
+                  f"than {MIN_PER_CLASS_FOR_THRESHOLD} anxious validation photos (as few as {fewest}): it may land far from the recall asked "
                   "for on new people; more inner folds (--inner-folds) give it more photos")
     print(f"wrote {out}")
     return 0
