@@ -215,6 +215,91 @@ def rgb_frame(data, width: int, height: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
 
 
+#: YUV matrices the kit converts, as WebCodecs' ``VideoColorSpace.matrix`` names them → (Kr, Kb).
+#: ``None`` (unspecified) is read as BT.601, as Chromium itself draws such frames.
+YUV_MATRICES = {None: (0.299, 0.114), "smpte170m": (0.299, 0.114), "bt470bg": (0.299, 0.114),
+                "bt709": (0.2126, 0.0722)}
+#: 4:2:0 layouts: I420 (Y, then U, then V planes) and NV12 (Y, then interleaved U/V).
+YUV_LAYOUTS = ("I420", "NV12")
+
+
+def _yuv_matrix(matrix: str | None, full_range: bool) -> np.ndarray:
+    """The 3×4 affine map from (Y, U, V, 1) to (R, G, B), 0–255, for ``matrix`` and range."""
+    kr, kb = YUV_MATRICES[matrix]
+    kg = 1.0 - kr - kb
+    ys, cs, y0 = (1 / 255, 1 / 255, 0.0) if full_range else (1 / 219, 1 / 224, 16.0)
+    rows = 255 * np.array([[ys, 0.0, 2 * (1 - kr) * cs],
+                           [ys, -2 * kb * (1 - kb) / kg * cs, -2 * kr * (1 - kr) / kg * cs],
+                           [ys, 2 * (1 - kb) * cs, 0.0]])
+    offset = -(rows[:, 0] * y0 + (rows[:, 1] + rows[:, 2]) * 128)
+    return np.hstack([rows, offset[:, None]]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class YUVFrame:
+    """A camera frame as 4:2:0 YUV planes, tightly packed: the browser's ``yuv`` frames.
+
+    That is how WebCodecs' ``VideoFrame.copyTo`` hands over a camera frame (the camera's
+    own pixels, nothing encoded): ``layout`` ``"I420"`` or ``"NV12"``; ``matrix`` and
+    ``full_range`` as its ``VideoColorSpace`` says (``None``: BT.601, limited range, as
+    Chromium draws such frames).  :meth:`to_rgb` converts it (``LivePipeline.process``
+    does, as its *decode* stage): BT.601 limited range by OpenCV (about 0.1 ms at 640×480),
+    other matrices and full range by the standards' formulas (about 0.6 ms); chroma is
+    taken per 2×2 block, as OpenCV does.  Width and height must be even.
+    """
+
+    data: object
+    width: int
+    height: int
+    layout: str = "I420"
+    matrix: str | None = None
+    full_range: bool | None = None
+
+    def to_rgb(self) -> np.ndarray:
+        """→ (H, W, 3) uint8 RGB; raises :class:`facekit.extract.PhotoError` (``unreadable``)."""
+        import cv2
+
+        w, h = int(self.width), int(self.height)
+        if self.layout not in YUV_LAYOUTS:
+            raise PhotoError("unreadable", f"YUV layout {self.layout!r} is not one of {', '.join(YUV_LAYOUTS)}")
+        if self.matrix not in YUV_MATRICES:
+            raise PhotoError("unreadable", f"YUV colour matrix {self.matrix!r} is not one the kit converts "
+                                           f"({', '.join(str(m) for m in YUV_MATRICES if m)}); send JPEG frames")
+        size = memoryview(self.data).nbytes
+        if w <= 0 or h <= 0 or w % 2 or h % 2 or size != w * h * 3 // 2:
+            raise PhotoError("unreadable", f"a {self.layout} frame of {w}×{h} (even sides) needs "
+                                           f"{max(w * h * 3 // 2, 0):,} bytes, got {size:,}")
+        planes = np.frombuffer(self.data, dtype=np.uint8)
+        if YUV_MATRICES[self.matrix] == YUV_MATRICES[None] and not self.full_range:
+            code = cv2.COLOR_YUV2RGB_I420 if self.layout == "I420" else cv2.COLOR_YUV2RGB_NV12
+            return cv2.cvtColor(planes.reshape(h * 3 // 2, w), code)
+        y = planes[:w * h].reshape(h, w)
+        if self.layout == "I420":
+            q = w * h // 4
+            uv = cv2.merge([planes[w * h:w * h + q].reshape(h // 2, w // 2),
+                            planes[w * h + q:].reshape(h // 2, w // 2)])
+        else:
+            uv = planes[w * h:].reshape(h // 2, w // 2, 2)
+        uv = cv2.resize(uv, (w, h), interpolation=cv2.INTER_NEAREST)
+        return cv2.transform(cv2.merge([y, uv[:, :, 0], uv[:, :, 1]]), _yuv_matrix(self.matrix, bool(self.full_range)))
+
+
+def yuv_from_rgb(rgb: np.ndarray, layout: str = "I420", matrix: str | None = None,
+                 full_range: bool = False) -> YUVFrame:
+    """An RGB frame → :class:`YUVFrame` (chroma averaged over 2×2 blocks), as a camera would give it.
+
+    For tests and :func:`benchmark`; the inverse of :meth:`YUVFrame.to_rgb` up to rounding."""
+    rgb = np.asarray(rgb)
+    h, w = rgb.shape[:2]
+    m = _yuv_matrix(matrix, full_range).astype(np.float64)
+    yuv = (rgb.reshape(-1, 3).astype(np.float64) - m[:, 3]) @ np.linalg.inv(m[:, :3]).T
+    yuv = yuv.reshape(h, w, 3)
+    y = np.clip(np.rint(yuv[:, :, 0]), 0, 255).astype(np.uint8)
+    uv = np.clip(np.rint(yuv[:, :, 1:].reshape(h // 2, 2, w // 2, 2, 2).mean((1, 3))), 0, 255).astype(np.uint8)
+    tail = uv.tobytes() if layout == "NV12" else uv[:, :, 0].tobytes() + uv[:, :, 1].tobytes()
+    return YUVFrame(y.tobytes() + tail, w, h, layout, matrix, full_range)
+
+
 def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
     (x0, y0), (x1, y1) = lm[:, :2].min(0), lm[:, :2].max(0)
     return float(x0), float(y0), float(x1), float(y1)
@@ -381,7 +466,8 @@ class LivePipeline:
                 size: tuple[int, int] | None = None, full_size: tuple[int, int] | None = None) -> FrameResult:
         """One frame → :class:`FrameResult`.  ``frame``: JPEG/PNG bytes, or an (H, W, 3) uint8 array
         (RGB, or BGR with ``bgr=True`` as OpenCV reads it), or with ``size=(width, height)`` a buffer of
-        packed RGB rows (:func:`rgb_frame`, the browser's ``rgb`` frames); ``t``: its timestamp in
+        packed RGB rows (:func:`rgb_frame`, the browser's ``rgb`` frames), or a :class:`YUVFrame` (the
+        browser's ``yuv`` frames; converted here, in the *decode* stage); ``t``: its timestamp in
         seconds (default: now).  ``full_size=(width, height)``: the photo's own size where ``frame``
         was decoded smaller (:func:`facekit.extract.decode`'s JPEG scaling, as the server does):
         landmarks, width and height are then in the photo's full-size pixels, as in training data."""
@@ -392,7 +478,9 @@ class LivePipeline:
             timings = dict.fromkeys(STAGES, 0.0)
             t0 = time.perf_counter()
             try:
-                if size is not None:
+                if isinstance(frame, YUVFrame):
+                    rgb = frame.to_rgb()
+                elif size is not None:
                     rgb = rgb_frame(frame, *size)
                 elif isinstance(frame, (bytes, bytearray, memoryview)):
                     rgb = decode_frame(bytes(frame) if not isinstance(frame, bytes) else frame)
@@ -789,14 +877,17 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     path is :meth:`LivePipeline.process` on the frames as the browser sends them
     (``frame_format``: ``"jpeg"``, the JPEG bytes, decoded in the path; ``"rgb"``, the
     same decoded pixels as packed RGB bytes, what the browser sends with
-    ``frame_format="rgb"``), then FaceMesh, normalise, model, smoothing.  Passes alternate
+    ``frame_format="rgb"``; ``"yuv"``, the same pixels as I420 planes (BT.601, limited
+    range, as a camera gives them; the references then see these planes' RGB, the
+    pixels the path sees), converted in the path, what the browser sends with
+    ``frame_format="yuv"``), then FaceMesh, normalise, model, smoothing.  Passes alternate
     (``repeats`` of each) so that other load on the machine hits all three alike.
     Returns medians in milliseconds, the ratios (``ratio`` against FaceMesh alone,
     ``ratio_vs_graph`` against the graph alone), and the frames per second the
     kernel could sustain.
     """
-    if frame_format not in ("jpeg", "rgb"):
-        raise ValueError(f"frame_format must be 'jpeg' or 'rgb', got {frame_format!r}")
+    if frame_format not in ("jpeg", "rgb", "yuv"):
+        raise ValueError(f"frame_format must be 'jpeg', 'rgb' or 'yuv', got {frame_format!r}")
     if isinstance(predictor, (str, Path)):
         from .checkpoint import load
 
@@ -805,6 +896,12 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
         frames = [encode_jpeg(f) for f in demo_frames(n_frames)]
     rgbs = [decode_frame(f) for f in frames]
     sent = frames if frame_format == "jpeg" else [rgb.tobytes() for rgb in rgbs]
+    if frame_format == "yuv":
+        import cv2
+
+        sent = [YUVFrame(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes(), rgb.shape[1], rgb.shape[0])
+                for rgb in rgbs]
+        rgbs = [f.to_rgb() for f in sent]
     mesh = face_mesh(not settings.tracking, settings.max_faces, settings.min_detection_confidence)
     for rgb in rgbs[:10]:  # warm-up: graph start, XNNPACK, torch
         mesh.process(rgb)
@@ -830,7 +927,7 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
             graph.append((time.perf_counter() - t0) * 1000)
         pipeline = LivePipeline(predictor, settings=settings)
         for i, (data, rgb) in enumerate(zip(sent, rgbs)):
-            size = None if frame_format == "jpeg" else (rgb.shape[1], rgb.shape[0])
+            size = (rgb.shape[1], rgb.shape[0]) if frame_format == "rgb" else None
             t0 = time.perf_counter()
             result = pipeline.process(data, t=i / 30, size=size)
             totals.append((time.perf_counter() - t0) * 1000)

@@ -44,12 +44,14 @@ def test_every_section_measured(quick_report):
     assert pf["faces_found_per_pass"] > 0
     assert set(pf["stages_ms"]) >= {"decode", "facemesh", "normalise", "model", "smoothing"}
     assert pf["frame_format"].startswith("jpeg") and pf["rgb"]["frame_format"].startswith("rgb")
-    assert set(pf["rgb"]["stages_ms"]) == set(pf["stages_ms"])
+    assert pf["yuv"]["frame_format"].startswith("yuv")
+    assert set(pf["rgb"]["stages_ms"]) == set(pf["yuv"]["stages_ms"]) == set(pf["stages_ms"])
     # both references, each in the same passes: FaceMesh alone (mesh.process) and its graph alone (the lower one)
-    for part in (pf, pf["rgb"]):
+    for part in (pf, pf["yuv"], pf["rgb"]):
         assert part["facemesh_tracking_ms"] > 0 and part["facemesh_graph_ms"] > 0
         assert part["ratio_path_vs_tracking"] > 0 and part["ratio_path_vs_graph"] > 0
-    assert {"per_frame_vs_facemesh_graph", "per_frame_rgb_vs_facemesh_graph"} <= set(report["ratios"])
+    assert {"per_frame_vs_facemesh_graph", "per_frame_yuv_vs_facemesh_graph",
+            "per_frame_rgb_vs_facemesh_graph"} <= set(report["ratios"])
     ex = report["extraction"]
     assert set(ex["photos_per_second"]) == {"facemesh_alone", "facemesh_alone_full_size", "decode_alone", "kit", "kit_full_decode", "kit_draft_1000",
                                             "original", "kit_1_worker_process", "kit_2_worker_processes"}

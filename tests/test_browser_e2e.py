@@ -17,9 +17,13 @@ separates KM's photos clearly in the live path (held-out probabilities about
 model's luck.  Without JAFFE the clip is the scikit-image astronaut and only
 frames, face and score are checked.
 
-It saves ``test-results/live_e2e.png`` and writes the browser's frame rate to
-``test-results/live_fps.json`` (printed too; not asserted: timings are measured,
-not tested).
+It runs twice: with the panel's default ``frame_format="auto"``, which on this
+loopback page must send the camera's own YUV planes (WebCodecs), and with
+``"jpeg"``, what a page served over a network sends (``FACEKIT_FRAME_FORMAT`` set
+in the environment runs that one format alone).  It saves
+``test-results/live_e2e.png`` and writes the browser's frame rate to
+``test-results/live_fps.json`` (``live_e2e_jpeg.png`` and ``live_fps_jpeg.json``
+for the JPEG run; printed too; not asserted: timings are measured, not tested).
 """
 from __future__ import annotations
 
@@ -269,7 +273,14 @@ def _wait(page, fn, arg, until, timeout: float, what: str, poll: float = 0.25):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last}")
 
 
-def test_notebook_05_in_a_real_browser(tmp_path: Path):
+#: Frame formats the browser test runs (the panel's frame_format) → how the frames must travel from this
+#: loopback page: "auto" sends the camera's YUV planes here.
+FRAME_FORMATS = {"auto": "yuv", "yuv": "yuv", "jpeg": "jpeg", "rgb": "rgb"}
+RUN_FORMATS = [os.environ["FACEKIT_FRAME_FORMAT"]] if os.environ.get("FACEKIT_FRAME_FORMAT") else ["auto", "jpeg"]
+
+
+@pytest.mark.parametrize("frame_format", RUN_FORMATS)
+def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
     require_browser_tools()
     from playwright.sync_api import sync_playwright
 
@@ -284,7 +295,8 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
     lab = Lab(tmp_path, notebook_dir, {
         "FACEKIT_CHECKPOINT": str(checkpoint), "FACEKIT_LIVE_SOURCE": "browser", "FACEKIT_SMOKE": "1",
         "FACEKIT_WEIGHTS": str(tmp_path / "no_weights"), "FACEKIT_CACHE": str(tmp_path / "cache"),
-        "FACEKIT_REPORTS": str(tmp_path / "reports"), "MPLBACKEND": "agg"})
+        "FACEKIT_REPORTS": str(tmp_path / "reports"), "MPLBACKEND": "agg", "FACEKIT_FRAME_FORMAT": frame_format})
+    suffix = "" if frame_format == "auto" else f"_{frame_format}"
     RESULTS.mkdir(exist_ok=True)
     observations: list[dict] = []
     try:
@@ -342,14 +354,13 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
                     time.sleep(0.2)
                 last = observations[-1]
                 elapsed = last["wall"]
-                # The frames travel as the panel's frame_format says (JPEG unless FACEKIT_FRAME_FORMAT=rgb).
-                want_format = os.environ.get("FACEKIT_FRAME_FORMAT", "jpeg")
-                assert last["frameFormat"] == want_format, last
+                # The frames travel as the panel's frame_format says ("auto" on this loopback page: YUV).
+                assert last["frameFormat"] == FRAME_FORMATS[frame_format], last
                 asked = page.evaluate(JS_KERNEL_SUMMARY, NOTEBOOK.name)
                 kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])
                 kernel_frames = int(last["frames"]) - f0
-                page.screenshot(path=str(RESULTS / "live_e2e.png"), full_page=False)
-                page.locator(".fk-live").screenshot(path=str(RESULTS / "live_e2e_panel.png"))
+                page.screenshot(path=str(RESULTS / f"live_e2e{suffix}.png"), full_page=False)
+                page.locator(".fk-live").screenshot(path=str(RESULTS / f"live_e2e_panel{suffix}.png"))
 
                 # Stop releases the camera (every track ended, the video element emptied).
                 page.click(".fk-live .fk-stop")
@@ -373,7 +384,7 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path):
            "kernel_summary": kernel_summary, "cell_answer_ms_while_streaming": round(asked["ms"]),
            "panel_stats": last["stats"], "prepare_s": round(prepared_s, 1),
            "load_average": [round(v, 2) for v in os.getloadavg()]}
-    (RESULTS / "live_fps.json").write_text(json.dumps(fps, indent=2) + "\n")
+    (RESULTS / f"live_fps{suffix}.json").write_text(json.dumps(fps, indent=2) + "\n")
     print(f"\nbrowser fps at 640x480, {fps['frame_format']} frames: {fps['browser_fps_frames_acked']} frames/s acknowledged by the kernel "
           f"over {elapsed:.1f} s (panel: {fps['browser_fps_panel']}); {last['stats']}")
 

@@ -441,7 +441,7 @@ def test_rgb_frames_score_exactly_as_the_same_pixels_sent_as_an_array(plain, fra
     reference = live.LivePipeline(plain)
     expected = [reference.process(rgb, t=i / 15) for i, rgb in enumerate(rgbs)]
     panel = LiveWidget(plain)
-    assert panel.frame_format == "jpeg"  # the default; the browser sends rgb when it is set to "rgb"
+    assert panel.frame_format == "auto"  # the default; the browser sends rgb only when it is set to "rgb"
     panel.send = sent = Sent()
     panel._on_msg(panel, {"type": "start"}, [])
     for i, rgb in enumerate(rgbs):
@@ -460,6 +460,80 @@ def test_rgb_frames_score_exactly_as_the_same_pixels_sent_as_an_array(plain, fra
     assert "921,600 bytes, got 921,597" in panel.pipeline.last.message
     with pytest.raises(PhotoError, match="needs 12 bytes, got 11"):
         live.rgb_frame(b"x" * 11, 2, 2)
+
+
+# Standard colours as BT.601 / BT.709 encode them (limited: Y 16–235, U/V 16–240; full: 0–255): (Y, U, V) → RGB.
+KNOWN_YUV = [
+    (None, False, (235, 128, 128), (255, 255, 255)), (None, False, (16, 128, 128), (0, 0, 0)),
+    (None, False, (81, 90, 240), (255, 0, 0)), ("smpte170m", False, (145, 54, 34), (0, 255, 0)),
+    ("bt470bg", False, (41, 240, 110), (0, 0, 255)), ("bt709", False, (63, 102, 240), (255, 0, 0)),
+    ("bt709", False, (173, 42, 26), (0, 255, 0)), ("bt709", False, (32, 240, 118), (0, 0, 255)),
+    (None, True, (76, 85, 255), (255, 0, 0)), ("bt709", True, (54, 99, 255), (255, 0, 0)),
+    ("bt709", True, (255, 128, 128), (255, 255, 255)),
+]
+
+
+@pytest.mark.parametrize("layout", live.YUV_LAYOUTS)
+@pytest.mark.parametrize("matrix, full_range, yuv, rgb", KNOWN_YUV)
+def test_yuv_frames_convert_by_their_colour_space(layout, matrix, full_range, yuv, rgb):
+    """The browser's ``yuv`` frames: the standards' own colours come out right, for both layouts."""
+    y, u, v = (np.full((2, 4), c, np.uint8) for c in yuv)  # a 4×2 frame of one colour
+    chroma = np.stack([u[:1, :2], v[:1, :2]], -1)
+    tail = chroma.tobytes() if layout == "NV12" else chroma[..., 0].tobytes() + chroma[..., 1].tobytes()
+    out = live.YUVFrame(y.tobytes() + tail, 4, 2, layout, matrix, full_range).to_rgb()
+    assert out.shape == (2, 4, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - np.array(rgb)).max() <= 2, (out[0, 0], rgb)
+
+
+def test_yuv_frames_round_trip_a_real_photo_and_refuse_bad_buffers(frames):
+    rgb = live.decode_frame(jpeg(frames[0]))
+    for layout in live.YUV_LAYOUTS:
+        for matrix, full_range in ((None, False), ("bt709", False), ("bt470bg", True), ("bt709", True)):
+            back = live.yuv_from_rgb(rgb, layout, matrix, full_range).to_rgb()
+            err = np.abs(back.astype(int) - rgb)
+            assert err.mean() < 2 and np.percentile(err, 99) <= 12, (layout, matrix, full_range)  # chroma is 4:2:0
+    # OpenCV's own I420 path (BT.601, limited) and the standards' formulas agree to one level
+    frame = live.yuv_from_rgb(rgb)
+    general = live.YUVFrame(frame.data, frame.width, frame.height, "I420", "bt709", False).to_rgb()
+    assert np.abs(general.astype(int) - frame.to_rgb()).mean() > 0.5  # another matrix is another colour
+    with pytest.raises(PhotoError, match="needs 12 bytes, got 11"):
+        live.YUVFrame(b"x" * 11, 4, 2).to_rgb()
+    with pytest.raises(PhotoError, match="even sides"):
+        live.YUVFrame(b"x" * 22, 5, 3).to_rgb()
+    with pytest.raises(PhotoError, match="'bt2020-ncl' is not one the kit converts"):
+        live.YUVFrame(b"x" * 12, 4, 2, matrix="bt2020-ncl").to_rgb()
+    with pytest.raises(PhotoError, match="layout 'YUY2'"):
+        live.YUVFrame(b"x" * 12, 4, 2, "YUY2").to_rgb()
+
+
+def test_yuv_frames_score_as_their_pixels(plain, frames):
+    """The browser's ``yuv`` frames (the default from a localhost page) through the panel: the same landmarks
+    and scores as the converted pixels sent as an array, converted in the decode stage; a short buffer is a
+    corrupt frame and the stream goes on."""
+    from facekit.widget import LiveWidget
+
+    sent_frames = [live.yuv_from_rgb(live.decode_frame(jpeg(f)), layout)
+                   for f, layout in zip(frames[:4], ("I420", "NV12", "I420", "NV12"))]
+    reference = live.LivePipeline(plain)
+    expected = [reference.process(f.to_rgb(), t=i / 15) for i, f in enumerate(sent_frames)]
+    panel = LiveWidget(plain)
+    panel.send = sent = Sent()
+    panel._on_msg(panel, {"type": "start"}, [])
+    for i, f in enumerate(sent_frames):
+        panel._on_msg(panel, {"type": "frame", "id": str(i), "t": 1000 * i / 15, "format": "yuv", "width": f.width,
+                              "height": f.height, "layout": f.layout, "matrix": None, "full_range": None},
+                      [memoryview(f.data)])
+    panel._on_msg(panel, {"type": "frame", "id": "short", "t": 400.0, "format": "yuv", "width": 640, "height": 480,
+                          "layout": "I420", "matrix": None, "full_range": None}, [memoryview(sent_frames[0].data[:-1])])
+    acks = [(c, b) for c, b in sent if c.get("type") == "ack"]
+    assert [c["id"] for c, _ in acks] == ["0", "1", "2", "3", "short"]
+    for (content, buffers), want in zip(acks, expected):
+        assert content["state"] == "ok" and want.state == "ok"
+        assert content["score"] == pytest.approx(want.score, abs=0.01)
+        assert np.array_equal(np.frombuffer(buffers[0], np.float32), want.points().ravel())
+        assert content["timings"]["decode"] > 0  # converted in the path
+    assert acks[-1][0]["state"] == "corrupt_frame"
+    assert "needs 460,800 bytes, got 460,799" in panel.pipeline.last.message
 
 
 def test_the_panel_calibrates_with_a_personal_model(plain, personal, frames):
@@ -526,3 +600,6 @@ def test_benchmark_reports_the_breakdown(plain):
     assert rgb["frame_format"] == "rgb" and rgb["faces_found"] == 8 and rgb["ratio"] > 0
     assert rgb["facemesh_graph_ms"] > 0 and rgb["ratio_vs_graph"] > 0
     assert rgb["stages_ms"]["decode"] < bench["stages_ms"]["decode"]  # a view of the bytes against a JPEG decode
+    yuv = live.benchmark(plain, n_frames=8, repeats=1, frame_format="yuv")
+    assert yuv["frame_format"] == "yuv" and yuv["faces_found"] == 8 and yuv["ratio"] > 0
+    assert yuv["stages_ms"]["decode"] < bench["stages_ms"]["decode"]  # a colour conversion against a JPEG decode

@@ -1,6 +1,6 @@
 // facekit live panel (anywidget ESM; no external libraries, nothing fetched).
 //
-// Browser source: getUserMedia video → RGB or JPEG frame → model.send({type: "frame"}, undefined, [buffer]);
+// Browser source: getUserMedia video → YUV, JPEG or RGB frame → model.send({type: "frame"}, undefined, [buffer]);
 // the next frame is sent only after the kernel's ack (frames never pile up).  The ack carries the
 // scored face's 2-D landmarks (Float32 x/W, y/H pairs) and the frame's result; the synced traits
 // carry the panel's numbers.  Kernel sources (OpenCV camera, video file, image folder) send
@@ -84,7 +84,7 @@ function render({ model, el }) {
   let points = new Float32Array(0);
   let others = [];
   let frameSize = [640, 480];
-  let lastFormat = null;  // how the last frame travelled: "rgb" or "jpeg"
+  let lastFormat = null;  // how the last frame travelled: "yuv", "jpeg" or "rgb"
   const history = [];                 // {t, s, r} for the chart
   let freshFrame = false;
   let frameWaiter = null;
@@ -238,7 +238,7 @@ function render({ model, el }) {
     const kernelFps = model.get("fps");
     statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms, median of the last frames (${parts})` +
       (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(median(tripMs), 0)} ms (kernel handler ` +
-        `${fmt(median(handlerMs), 1)} ms) · browser capture and ${lastFormat === "rgb" ? "RGB" : "JPEG"} ` +
+        `${fmt(median(handlerMs), 1)} ms) · browser capture and ${{ yuv: "YUV", rgb: "RGB" }[lastFormat] || "JPEG"} ` +
         `${el.dataset.captureMs} ms · camera ${el.dataset.cameraFps} fps` : "") +
       ` · frames ${cur("frames")} · with a face ${cur("faces")}`;
     calibBadge.textContent = calibration === "on" ? "calibrated" : calibration === "collecting" ? "calibrating…" : "";
@@ -337,12 +337,49 @@ function render({ model, el }) {
     });
   }
 
-  // How a frame travels to the kernel (the frame_format trait): "jpeg" (about 40 kB; decoded in the
-  // kernel, 0.8 ms here) or "rgb", packed 8-bit RGB rows (nothing to decode, but 0.9 MB a frame: on this
-  // project's 2-core machine the round trip grew from about 50 to 100 ms and the frame rate fell from
-  // 15-17 to 10-11 frames/s, so JPEG is the default; README, *Live demo*).
+  // How a frame travels to the kernel (the frame_format trait; README, *Live demo*): "yuv", the camera's
+  // own frame as WebCodecs hands it over (4:2:0 planes, 0.46 MB at 640x480: nothing to encode here, 0.1-0.2
+  // ms to convert in the kernel); "jpeg" (about 40 kB, encoded here, decoded in the kernel in 0.7 ms);
+  // "rgb", packed 8-bit RGB rows (0.9 MB: the round trip through JupyterLab doubles on this project's
+  // machine).  "auto": "yuv" where the page comes from this machine, so the frames only cross loopback;
+  // "jpeg" where they cross a network.
+  function isLoopback(host) {
+    host = String(host || "").toLowerCase().replace(/^\[|\]$/g, "");
+    return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127\./.test(host);
+  }
   function frameFormat() {
-    return model.get("frame_format") === "rgb" ? "rgb" : "jpeg";
+    const wanted = model.get("frame_format");
+    if (wanted === "rgb" || wanted === "jpeg" || wanted === "yuv") return wanted;
+    return isLoopback(window.location.hostname) ? "yuv" : "jpeg";
+  }
+  // The camera's frame as YUV 4:2:0 planes, tightly packed, with what the kernel needs to convert it;
+  // null where this frame cannot travel so (no WebCodecs, another pixel format or colour matrix, a rotated
+  // frame, odd or other sizes): it then goes as JPEG.
+  const YUV_LAYOUTS = ["I420", "NV12"];
+  const YUV_MATRICES = [null, "smpte170m", "bt470bg", "bt709"];  // those the kernel converts (facekit.live.YUVFrame)
+  async function copyYUV(w, h) {
+    if (typeof VideoFrame === "undefined") return null;
+    let frame;
+    try { frame = new VideoFrame(video); } catch (err) { return null; }
+    try {
+      const space = frame.colorSpace || {};
+      const matrix = space.matrix ?? null;
+      const rect = frame.visibleRect;
+      if (!YUV_LAYOUTS.includes(frame.format) || !YUV_MATRICES.includes(matrix) || !rect || rect.width !== w ||
+          rect.height !== h || (w % 2) || (h % 2) || frame.rotation || frame.flip) return null;
+      const n = w * h;
+      const layout = frame.format === "I420"
+        ? [{ offset: 0, stride: w }, { offset: n, stride: w / 2 }, { offset: n + n / 4, stride: w / 2 }]
+        : [{ offset: 0, stride: w }, { offset: n, stride: w }];
+      const buffer = new ArrayBuffer(n + n / 2);
+      await frame.copyTo(buffer, { rect: { x: rect.x, y: rect.y, width: w, height: h }, layout });
+      const bitmap = await createImageBitmap(frame);
+      return { buffer, bitmap, format: "yuv", layout: frame.format, matrix, fullRange: space.fullRange ?? null };
+    } catch (err) {
+      return null;
+    } finally {
+      frame.close();
+    }
   }
   // RGBA pixels (getImageData) → packed RGB.  On little-endian machines (all current ones) four pixels,
   // three 32-bit words, per step.  Also the worker's code (toRGB.toString() below): no eval anywhere.
@@ -399,7 +436,12 @@ function render({ model, el }) {
 
   const grab = document.createElement("canvas");
   async function encode(w, h, format) {
-    // → {buffer: the frame as `format`, bitmap: the same frame, shown when its answer comes back}
+    // → {buffer: the frame, format: how it travels, bitmap: the same frame, shown when its answer comes back}
+    if (format === "yuv") {
+      const planes = await copyYUV(w, h);
+      if (planes) return planes;
+      format = "jpeg";
+    }
     const bitmap = await createImageBitmap(video);
     if (encoder) {
       const id = ++encodeSeq;
@@ -407,15 +449,15 @@ function render({ model, el }) {
         encoding.set(id, resolve);
         encoder.postMessage({ bitmap, quality: model.get("jpeg_quality"), id, format });  // a copy: the page keeps its own
       });
-      if (buffer) return { buffer, bitmap };
+      if (buffer) return { buffer, bitmap, format };
     }
     if (grab.width !== w || grab.height !== h) { grab.width = w; grab.height = h; }
     const ctx = grab.getContext("2d", { willReadFrequently: format === "rgb" });
     ctx.drawImage(bitmap, 0, 0, w, h);
-    if (format === "rgb") return { buffer: toRGB(ctx.getImageData(0, 0, w, h).data), bitmap };
+    if (format === "rgb") return { buffer: toRGB(ctx.getImageData(0, 0, w, h).data), bitmap, format };
     const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", model.get("jpeg_quality")));
     if (!blob) { bitmap.close(); return null; }
-    return { buffer: await blob.arrayBuffer(), bitmap };
+    return { buffer: await blob.arrayBuffer(), bitmap, format };
   }
 
   function showFrame(bitmap) {
@@ -426,7 +468,7 @@ function render({ model, el }) {
   }
 
   async function capture(myRun) {
-    // The next camera frame not sent yet, as JPEG bytes (null when stopped).
+    // The next camera frame not sent yet, as the frame format says (null when stopped).
     const began = performance.now();
     while (myRun === runId && !disposed) {
       if (video.readyState < 2 || !video.videoWidth) { await sleep(20); continue; }
@@ -434,13 +476,12 @@ function render({ model, el }) {
       if (myRun !== runId) return null;
       const w = video.videoWidth, h = video.videoHeight;
       const t = performance.now();  // the frame's timestamp: the kernel smooths in this time
-      const format = frameFormat();
-      const encoded = await encode(w, h, format);
+      const encoded = await encode(w, h, frameFormat());
       if (!encoded) continue;
       captureMs.push(performance.now() - began);
       if (captureMs.length > 30) captureMs.shift();
       if (myRun !== runId) { encoded.bitmap.close(); return null; }
-      return { t, w, h, format, buffer: encoded.buffer, bitmap: encoded.bitmap };
+      return { t, w, h, ...encoded };
     }
     return null;
   }
@@ -458,7 +499,8 @@ function render({ model, el }) {
         setTimeout(() => { if (pending.get(id) === resolve) { pending.delete(id); resolve(null); } }, ACK_TIMEOUT_MS);
       });
       const sent = performance.now();
-      model.send({ type: "frame", id, t: frame.t, width: frame.w, height: frame.h, format: frame.format, fps: fps() }, undefined,
+      model.send({ type: "frame", id, t: frame.t, width: frame.w, height: frame.h, format: frame.format, fps: fps(),
+                   layout: frame.layout, matrix: frame.matrix, full_range: frame.fullRange }, undefined,
                  [frame.buffer]);
       next = capture(myRun);
       const ack = await reply;
