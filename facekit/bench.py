@@ -48,6 +48,14 @@ the machine hits both alike; the ratios are what to compare across machines.
 5. **Inference server**: :func:`facekit.server.load_test` on 640×480 frames against
    the same decode and FaceMesh in this process, where the server and its packages
    are installed (otherwise "skipped" with the reason).
+6. **Browser**: the live panel of notebook 05 in JupyterLab and headless Chromium
+   whose fake camera plays the demo face at 640×480 and 30 frames/s
+   (:func:`facekit.browser.browser_fps`): frames per second acknowledged by the
+   kernel with the panel's default frame format (YUV from this loopback page) and
+   with JPEG frames, in alternating passes in the same page, with the panel's round
+   trip, the kernel's handler, the browser's capture and the kernel's stage
+   breakdown, against the demo's 15 frames/s; "skipped" with the reason where
+   Chromium, ffmpeg or playwright are missing (``./kit test`` installs them).
 
 ``--quick`` (about a minute) runs the same code on fewer frames, photos and
 training samples; its training memory is then for those samples, not 100,000.
@@ -98,13 +106,15 @@ class BenchSettings:
     train_samples: int = 100_000
     thread_samples: int = 5_000
     train_passes: int = 2
+    browser_passes: int = 2
+    browser_seconds: float = 10.0
     server_requests: int = 200
     server_concurrency: int = 8
 
 
 FULL = BenchSettings()
 QUICK = BenchSettings(frames=20, frame_passes=6, passes=2, photos=8, unique_photos=8, train_samples=1_000,
-                      thread_samples=500,
+                      thread_samples=500, browser_passes=1, browser_seconds=4.0,
                       server_requests=24, server_concurrency=4)
 
 #: Targets: (name, ratio key, "<=" or ">=", limit).  Each ratio is measured against its reference in the same run.
@@ -120,7 +130,12 @@ TARGETS = [
      "extraction_memory_10x_cached", "<=", 1.2),
     ("training on 100,000 samples within 3 GB", "training_memory_vs_3gb", "<=", 1.0),
     ("2 workers ≥ 1.7× one", "extraction_2_vs_1_workers", ">=", 1.7),
+    ("browser path ≥ 15 frames/s at 640×480, the panel's default (YUV from a localhost page); ratio to 15",
+     "browser_default_fps_vs_15", ">=", 1.0),
+    ("the same, JPEG frames (the default over a network)", "browser_jpeg_fps_vs_15", ">=", 1.0),
 ]
+#: The browser section's formats: the panel's default ("auto": YUV from the bench's loopback page) and JPEG.
+BROWSER_FORMATS = ("auto", "jpeg")
 
 #: Pixels as stored for an upright photo carrying this EXIF orientation (a viewer turns them back).
 _STORED = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
@@ -779,6 +794,24 @@ def bench_server(settings: BenchSettings, checkpoint: Path) -> dict:
     return result
 
 
+def bench_browser(settings: BenchSettings, checkpoint: Path, scratch: Path) -> dict:
+    """Frames per second of the live panel in a real browser (:func:`facekit.browser.browser_fps`);
+    ``{"skipped": reason}`` where Chromium, ffmpeg or playwright are missing, ``{"failed": error}`` where
+    the run broke (the other sections' figures are kept)."""
+    from .browser import browser_fps, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        return {"skipped": f"{', '.join(missing)} not installed; ./kit test installs them"}
+    folder = scratch / "browser"
+    folder.mkdir()
+    try:
+        return browser_fps(folder, checkpoint, BROWSER_FORMATS, passes=settings.browser_passes,
+                           seconds=settings.browser_seconds)
+    except Exception as exc:  # noqa: BLE001 - a broken browser run must not lose the other sections
+        return {"failed": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 # ----------------------------------------------------------------------------- report
 
 def ratios(report: dict) -> dict[str, float]:
@@ -817,6 +850,10 @@ def ratios(report: dict) -> dict[str, float]:
     if "requests_per_s" in report["server"]:
         out["server_vs_in_process_one_thread"] = (report["server"]["requests_per_s"]
                                                   / report["server"]["in_process_one_thread_per_s"])
+    fmts = report.get("browser", {}).get("formats", {})
+    for key, fmt in (("browser_default_fps_vs_15", "auto"), ("browser_jpeg_fps_vs_15", "jpeg")):
+        if (fmts.get(fmt) or {}).get("fps"):
+            out[key] = fmts[fmt]["fps"] / 15
     if "kit" in report["training"]["cuda"]:
         cuda = report["training"]["cuda"]
         out["training_cuda_vs_original_dataloader"] = (cuda["kit"]["samples_per_second"]
@@ -829,7 +866,13 @@ def targets(report: dict) -> list[dict]:
     r = report["ratios"]
     rows = []
     for name, key, op, limit in TARGETS:
-        value = r[key]
+        value = r.get(key)
+        if value is None:  # a section this machine could not run (the browser's)
+            browser = report.get("browser", {})
+            why = browser.get("skipped") or browser.get("failed") or "not measured"
+            rows.append({"target": name, "ratio": key, "measured": None, "limit": f"{op} {limit:g}", "met": None,
+                         "note": f"not measured: {why}"})
+            continue
         met = value <= limit if op == "<=" else value >= limit
         rows.append({"target": name, "ratio": key, "measured": value, "limit": f"{op} {limit:g}", "met": bool(met)})
         if key == "training_memory_vs_3gb" and report["memory"]["training"]["samples"] < 100_000:
@@ -941,8 +984,25 @@ def format_table(report: dict) -> str:
                      f"p95 {sv['p95_ms']:.0f} ms, {sv['errors']} errors; the same decode + static FaceMesh in this "
                      f"process on one thread: {sv['in_process_one_thread_per_s']:.1f}/s "
                      f"({r['server_vs_in_process_one_thread']:.2f}×).")
+    br = report.get("browser", {})
+    if "formats" in br:
+        parts = []
+        for fmt, b in br["formats"].items():
+            name = "the panel's default" if fmt == "auto" else f"{fmt!r}"
+            parts.append(f"{name}, travelled as {'/'.join(b['travelled_as'])}: {b['fps']} frames/s "
+                         f"(passes: {', '.join(str(p['fps']) for p in b['passes'])}), round trip {b['round_trip_ms']} ms, "
+                         f"kernel handler {b['kernel_handler_ms']} ms ("
+                         + " · ".join(f"{k} {v:.2f}" for k, v in b["kernel_stages_ms"].items())
+                         + f"), browser capture {b['browser_capture_ms']} ms")
+        lat = " · ".join(f"{k} {v:.2f}" for k, v in (br.get("kernel_latency_ms") or {}).items())
+        lines.append(f"Browser (notebook 05 in JupyterLab and headless Chromium, fake camera {br['size']} at "
+                     f"{br['camera_fps']} frames/s, {br['passes']} passes of {br['seconds_per_pass']:g} s per format): "
+                     + "; ".join(parts) + f". Kernel stages over the whole run, both formats (median ms): {lat}.")
+    elif br:
+        lines.append(f"Browser: {'skipped (' + br['skipped'] if 'skipped' in br else 'FAILED (' + br['failed']}).")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {t['target']} | {t['measured']:.2f}× | {'yes' if t['met'] else '**no**'}"
+    lines += [f"| {t['target']} | {'—' if t['measured'] is None else format(t['measured'], '.2f') + '×'} | "
+              f"{'—' if t['met'] is None else 'yes' if t['met'] else '**no**'}"
               f"{' (' + t['note'] + ')' if 'note' in t else ''} |" for t in report["targets"]]
     m = report["machine"]
     lines += ["", f"{m['date']}, {m['cpu']}, {m['cores']} cores, load average {m['load_average']} at the start, "
@@ -971,19 +1031,21 @@ def run(quick: bool = False, out: Path | str | None = None, checkpoint: Path | s
 
     with tempfile.TemporaryDirectory(prefix="facekit-bench-") as tmp:
         scratch = Path(tmp)
-        section("per_frame", "1/5 per frame: FaceMesh alone (tracking, static), its graph alone, the kit's path, "
+        section("per_frame", "1/6 per frame: FaceMesh alone (tracking, static), its graph alone, the kit's path, "
                 "the model alone …",
                 lambda: bench_per_frame(settings, checkpoint))
-        log(f"2/5 extraction: building {settings.photos} smartphone-size photos in AI Hub ZIPs …")
+        log(f"2/6 extraction: building {settings.photos} smartphone-size photos in AI Hub ZIPs …")
         tree = build_photo_zips(scratch / "aihub", settings.photos, settings.unique_photos)
         section("extraction", "    timing FaceMesh alone, the decode alone, the kit (½, full and ¼ scale, 1 and 2 workers), "
                 "the original …",
                 lambda: bench_extraction(settings, tree, scratch))
-        section("training", f"3/5 training: one epoch over {settings.train_samples:,} samples, kit and original loop …",
+        section("training", f"3/6 training: one epoch over {settings.train_samples:,} samples, kit and original loop …",
                 lambda: bench_training(settings))
-        section("memory", "4/5 memory: extraction at N and 10×N photos, training (one subprocess each) …",
+        section("memory", "4/6 memory: extraction at N and 10×N photos, training (one subprocess each) …",
                 lambda: bench_memory(settings, tree, scratch))
-        section("server", "5/5 inference server load test …", lambda: bench_server(settings, checkpoint))
+        section("server", "5/6 inference server load test …", lambda: bench_server(settings, checkpoint))
+        section("browser", "6/6 browser: notebook 05's panel in JupyterLab and headless Chromium, YUV and JPEG "
+                "frames …", lambda: bench_browser(settings, checkpoint, scratch))
     report["load_average_end"] = [_round(v, 2) for v in os.getloadavg()]
     report["seconds"] = _round(time.perf_counter() - t_start, 1)
     report["ratios"] = ratios(report)

@@ -4,8 +4,6 @@ ZIPs with CP949 member names (as AI Hub's), photos on canvases, and a shape dist
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -73,19 +71,13 @@ def relative_rms(shape: np.ndarray, reference: np.ndarray) -> float:
 
 # Debian's chromium, driven by playwright without a browser download (the browser tests of notebook 05
 # and of the server's page).
-CHROMIUM = os.environ.get("FACEKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+from facekit.browser import CHROMIUM, missing_tools  # noqa: E402,F401  (CHROMIUM: for the tests; shared with the bench)
 
 
 def require_browser_tools() -> None:
     """Skip the calling test, naming what is missing, without chromium, ffmpeg or playwright."""
     import pytest
 
-    missing = [what for what, ok in ((f"Debian's chromium ({CHROMIUM}; or set FACEKIT_CHROMIUM)",
-                                      os.access(CHROMIUM, os.X_OK)),
-                                     ("ffmpeg", shutil.which("ffmpeg") is not None)) if not ok]
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the Python playwright package")
+    missing = missing_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed; ./kit test installs them")

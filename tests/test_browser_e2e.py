@@ -30,58 +30,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from builders import CHROMIUM, require_browser_tools
+from builders import require_browser_tools
 
+from facekit.browser import (CLIP_FPS, JS_EXECUTE, JS_PANEL, NOTEBOOK, TRAVELS_AS, Lab, launch, letterbox,
+                             make_clip, number, open_notebook, wait)
 from facekit.paths import PROJECT_ROOT, shared_datasets
 
-NOTEBOOK = PROJECT_ROOT / "notebooks" / "05_live_webcam_demo.ipynb"
 RESULTS = PROJECT_ROOT / "test-results"
 HELD_OUT = "KM"
-CLIP_FPS = 30
 SECONDS_PER_PHOTO = 1.5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _letterbox(rgb: np.ndarray, size=(640, 480)) -> np.ndarray:
-    """A photo scaled to fill the frame's height, centred on a grey 640×480 canvas (a webcam's frame)."""
-    from PIL import Image
-
-    w, h = size
-    im = Image.fromarray(rgb).convert("RGB")
-    scale = h / im.height
-    im = im.resize((max(1, round(im.width * scale)), h), Image.LANCZOS)
-    canvas = Image.new("RGB", size, (96, 96, 110))
-    canvas.paste(im, ((w - im.width) // 2, 0))
-    return np.asarray(canvas)
-
-
-def _make_clip(frames: list[np.ndarray], seconds_each: float, path: Path) -> Path:
-    """Still frames, each held ``seconds_each``, → a 640×480 .y4m at CLIP_FPS (Chromium's fake camera loops it)."""
-    from PIL import Image
-
-    folder = path.parent / "clip_frames"
-    folder.mkdir()
-    for i, f in enumerate(frames):
-        Image.fromarray(f).save(folder / f"f{i:03d}.png")
-    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", f"1/{seconds_each}", "-i", str(folder / "f%03d.png"),
-           "-vf", f"fps={CLIP_FPS},format=yuv420p", "-f", "yuv4mpegpipe", str(path)]
-    subprocess.run(cmd, check=True, timeout=120)
-    return path
 
 
 def _jaffe_clip_and_model(tmp: Path) -> tuple[Path, Path, dict]:
@@ -122,11 +83,11 @@ def _jaffe_clip_and_model(tmp: Path) -> tuple[Path, Path, dict]:
     photos = []
     for emotion in ("중립", "불안"):  # neutral first, then fear
         for row in held[held["emotion"] == emotion].sort_values("member").itertuples():
-            photos.append(_letterbox(decode(read_bytes(row.container, row.member))[0]))
+            photos.append(letterbox(decode(read_bytes(row.container, row.member))[0]))
     info = {"clip": f"JAFFE {HELD_OUT}: {int((held['emotion'] == '중립').sum())} neutral then "
                     f"{int((held['emotion'] == '불안').sum())} fear photos, {SECONDS_PER_PHOTO} s each",
             "neutral_photos": int((held["emotion"] == "중립").sum())}
-    return _make_clip(photos, SECONDS_PER_PHOTO, tmp / "clip.y4m"), checkpoint, info
+    return make_clip(photos, SECONDS_PER_PHOTO, tmp / "clip.y4m"), checkpoint, info
 
 
 def _astronaut_clip_and_model(tmp: Path) -> tuple[Path, Path, dict]:
@@ -153,129 +114,12 @@ def _astronaut_clip_and_model(tmp: Path) -> tuple[Path, Path, dict]:
         torch.set_num_threads(threads)
     checkpoint = save(tmp / "synthetic.pt", model, {"classes": ["neutral", "anxious"], "task": "binary",
                                                     "features": "xyz", "normalization": normalization_meta(settings)})
-    return (_make_clip(live.demo_frames(60), 1 / CLIP_FPS, tmp / "clip.y4m"), checkpoint,
+    return (make_clip(live.demo_frames(60), 1 / CLIP_FPS, tmp / "clip.y4m"), checkpoint,
             {"clip": "scikit-image astronaut, 2 s"})
 
 
-class Lab:
-    """JupyterLab on a loopback port with its own config, runtime, settings and workspace folders."""
-
-    def __init__(self, tmp: Path, notebook_dir: Path, env: dict):
-        self.port = _free_port()
-        for name in ("config", "runtime", "data", "settings", "workspaces"):
-            (tmp / "jupyter" / name).mkdir(parents=True)
-        env = dict(os.environ, **env,
-                   JUPYTER_CONFIG_DIR=str(tmp / "jupyter" / "config"),
-                   JUPYTER_RUNTIME_DIR=str(tmp / "jupyter" / "runtime"),
-                   JUPYTER_DATA_DIR=str(tmp / "jupyter" / "data"),
-                   JUPYTERLAB_SETTINGS_DIR=str(tmp / "jupyter" / "settings"),
-                   JUPYTERLAB_WORKSPACES_DIR=str(tmp / "jupyter" / "workspaces"))
-        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={self.port}",
-               "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={notebook_dir}", "--IdentityProvider.token=",
-               "--ServerApp.password=", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        if os.environ.get("FACEKIT_LAB_NODELAY", "1") != "0":  # as ./kit lab starts it (facekit/lab.py)
-            from facekit.lab import FLAG
-
-            cmd.append(FLAG)
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        self.log = open(tmp / "jupyterlab.log", "w")
-        self.proc = subprocess.Popen(cmd, cwd=notebook_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "jupyterlab.log"
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"JupyterLab exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"JupyterLab did not answer in {timeout} s:\n{self.log_path.read_text()[-3000:]}")
-
-    def close(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-
-# JavaScript run in the page (window.jupyterapp is exposed by --LabApp.expose_app_in_browser).
-JS_NOTEBOOK = """(name) => {
-  const app = window.jupyterapp;
-  if (!app || !app.shell) return {ready: false, why: "no window.jupyterapp yet"};
-  let nb = null;
-  for (const w of app.shell.widgets("main")) { if (w.context && w.context.path.endsWith(name)) nb = w; }
-  if (!nb || !nb.content || !nb.sessionContext) return {ready: false, why: "notebook not open yet"};
-  const session = nb.sessionContext.session;
-  const kernel = session && session.kernel;
-  const cells = nb.content.widgets.filter((c) => c.model.type === "code");
-  const errors = [];
-  for (const c of cells) {
-    for (const o of c.model.outputs.toJSON()) {
-      if (o.output_type === "error") errors.push(`${o.ename}: ${o.evalue}\\n${(o.traceback || []).join("\\n")}`);
-    }
-  }
-  return {ready: true, id: nb.id, status: kernel ? kernel.status : "no kernel",
-          counts: cells.map((c) => c.model.executionCount), errors};
-}"""
-JS_KERNEL_SUMMARY = """async (name) => {
-  // Ask the kernel itself, while frames stream: it answers between frames (the kernel stays free).
-  let nb = null;
-  for (const w of window.jupyterapp.shell.widgets("main")) { if (w.context && w.context.path.endsWith(name)) nb = w; }
-  const future = nb.sessionContext.session.kernel.requestExecute(
-    {code: "import json; print(json.dumps(panel.summary()))", silent: false, store_history: false});
-  let out = "";
-  future.onIOPub = (msg) => { if (msg.header.msg_type === "stream") out += msg.content.text; };
-  const started = performance.now();
-  await future.done;
-  return {out, ms: performance.now() - started};
-}"""
-JS_PANEL = """() => {
-  const el = document.querySelector(".fk-live");
-  if (!el) return null;
-  const video = el.querySelector(".fk-video");
-  return {...el.dataset, banner: el.querySelector(".fk-banner").textContent,
-          label_text: el.querySelector(".fk-label").textContent, score_text: el.querySelector(".fk-score").textContent,
-          calibration_text: el.querySelector(".fk-calibration").textContent,
-          stats: el.querySelector(".fk-stats").textContent, camera_on: !!(video && video.srcObject),
-          tracks: video && video.srcObject ? video.srcObject.getTracks().filter((t) => t.readyState === "live").length : 0,
-          now: performance.now()};
-}"""
-
-
-def _number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _wait(page, fn, arg, until, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = page.evaluate(fn, arg) if arg is not None else page.evaluate(fn)
-        if until(last):
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last seen: {last}")
-
-
-#: Frame formats the browser test runs (the panel's frame_format) → how the frames must travel from this
-#: loopback page: "auto" sends the camera's YUV planes here.
-FRAME_FORMATS = {"auto": "yuv", "yuv": "yuv", "jpeg": "jpeg", "rgb": "rgb"}
+#: Frame formats the browser test runs (the panel's frame_format; facekit.browser.TRAVELS_AS says how the
+#: frames must travel from this loopback page: "auto" sends the camera's YUV planes here).
 RUN_FORMATS = [os.environ["FACEKIT_FRAME_FORMAT"]] if os.environ.get("FACEKIT_FRAME_FORMAT") else ["auto", "jpeg"]
 
 
@@ -302,27 +146,13 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
     try:
         lab.wait_ready()
         with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-                viewport={"width": 1400, "height": 1000},
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
-                      "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip.resolve()}",
-                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                      "--no-first-run", "--disable-dev-shm-usage"])
+            context = launch(pw, tmp_path / "chromium-profile", clip)
             try:
                 context.grant_permissions(["camera"], origin=lab.url)
                 page = context.pages[0] if context.pages else context.new_page()
                 console: list[str] = []
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?reset", timeout=120_000)
-
-                nb = _wait(page, JS_NOTEBOOK, NOTEBOOK.name,
-                           lambda s: s and s.get("ready") and s["status"] == "idle", 180, "the kernel to be idle")
-                page.evaluate("""async (id) => { const app = window.jupyterapp; app.shell.activateById(id);
-                                 await app.commands.execute("notebook:run-all-cells"); }""", nb["id"])
-                nb = _wait(page, JS_NOTEBOOK, NOTEBOOK.name,
-                           lambda s: s["errors"] or (s["status"] == "idle" and all(c is not None for c in s["counts"])),
-                           300, "every cell to run", poll=0.5)
+                nb = open_notebook(page, lab)
                 assert not nb["errors"], "a cell failed:\n" + "\n".join(nb["errors"])
 
                 page.wait_for_selector(".fk-live .fk-start", timeout=60_000)
@@ -331,11 +161,11 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
 
                 # Calibrate without a personal-neutral model: the panel says so instead of pretending.
                 page.click(".fk-live .fk-calibrate")
-                _wait(page, JS_PANEL, None, lambda p: "personal-neutral" in p["calibration_text"], 30,
+                wait(page, JS_PANEL, None, lambda p: "personal-neutral" in p["calibration_text"], 30,
                       "Calibrate to explain that no personal-neutral model is loaded")
 
                 page.click(".fk-live .fk-start")
-                first = _wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
+                first = wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
                               "the first frame to reach the kernel")
                 # Watch the page: at least two loops of the clip (JAFFE) or 10 s.
                 watch_s = max(10.0, 2.5 * 6 * SECONDS_PER_PHOTO) if jaffe else 10.0
@@ -355,8 +185,8 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
                 last = observations[-1]
                 elapsed = last["wall"]
                 # The frames travel as the panel's frame_format says ("auto" on this loopback page: YUV).
-                assert last["frameFormat"] == FRAME_FORMATS[frame_format], last
-                asked = page.evaluate(JS_KERNEL_SUMMARY, NOTEBOOK.name)
+                assert last["frameFormat"] == TRAVELS_AS[frame_format], last
+                asked = page.evaluate(JS_EXECUTE, [NOTEBOOK.name, "import json; print(json.dumps(panel.summary()))"])
                 kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])
                 kernel_frames = int(last["frames"]) - f0
                 page.screenshot(path=str(RESULTS / f"live_e2e{suffix}.png"), full_page=False)
@@ -364,7 +194,7 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
 
                 # Stop releases the camera (every track ended, the video element emptied).
                 page.click(".fk-live .fk-stop")
-                stopped = _wait(page, JS_PANEL, None, lambda p: p["running"] == "false" and not p["camera_on"], 30,
+                stopped = wait(page, JS_PANEL, None, lambda p: p["running"] == "false" and not p["camera_on"], 30,
                                 "Stop to release the camera")
                 frames_at_stop = int(stopped["frames"])
                 time.sleep(1.0)
@@ -375,12 +205,12 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
         lab.close()
 
     fps = {"browser_fps_frames_acked": round(kernel_frames / elapsed, 2),
-           "browser_fps_panel": _number(last["fps"]), "seconds_watched": round(elapsed, 1),
+           "browser_fps_panel": number(last["fps"]), "seconds_watched": round(elapsed, 1),
            "frames": kernel_frames, "frame_size": "640x480", "frame_format": last["frameFormat"],
            "camera_fps": CLIP_FPS, "clip": info["clip"],
-           "server_tcp_nodelay": os.environ.get("FACEKIT_LAB_NODELAY", "1") != "0",
-           "round_trip_ms": _number(last.get("roundTripMs")), "kernel_handler_ms": _number(last.get("handlerMs")),
-           "browser_capture_ms": _number(last.get("captureMs")), "camera_fps_seen": _number(last.get("cameraFps")),
+           "server_tcp_nodelay": lab.nodelay,
+           "round_trip_ms": number(last.get("roundTripMs")), "kernel_handler_ms": number(last.get("handlerMs")),
+           "browser_capture_ms": number(last.get("captureMs")), "camera_fps_seen": number(last.get("cameraFps")),
            "kernel_summary": kernel_summary, "cell_answer_ms_while_streaming": round(asked["ms"]),
            "panel_stats": last["stats"], "prepare_s": round(prepared_s, 1),
            "load_average": [round(v, 2) for v in os.getloadavg()]}
@@ -402,3 +232,81 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
     if jaffe:
         labels = [o["label"] for o in with_face]
         assert moved, f"the label never moved from neutral to anxious on {info['clip']}: sequence {labels}"
+
+
+JS_CAMERA_FRAME = """async () => {
+  // One camera frame as the panel copies it (VideoFrame.copyTo, tightly packed 4:2:0 planes) and as
+  // Chromium itself draws it (drawImage → getImageData): the kernel must turn the first into the second.
+  const stream = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}});
+  const video = document.createElement("video");
+  video.muted = true; video.srcObject = stream; await video.play();
+  for (let i = 0; i < 15; i++) await new Promise((r) => video.requestVideoFrameCallback(r));
+  const frame = new VideoFrame(video);
+  const w = frame.visibleRect.width, h = frame.visibleRect.height, n = w * h;
+  const layout = frame.format === "NV12" ? [{offset: 0, stride: w}, {offset: n, stride: w}]
+    : [{offset: 0, stride: w}, {offset: n, stride: w / 2}, {offset: n + n / 4, stride: w / 2}];
+  const planes = new Uint8Array(n + n / 2);
+  await frame.copyTo(planes, {rect: {x: 0, y: 0, width: w, height: h}, layout});
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(frame, 0, 0);
+  const rgba = ctx.getImageData(0, 0, w, h).data;
+  const space = frame.colorSpace.toJSON(), format = frame.format;
+  frame.close(); stream.getTracks().forEach((t) => t.stop());
+  const b64 = (bytes) => { let s = ""; for (let i = 0; i < bytes.length; i += 32768)
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 32768)); return btoa(s); };
+  return {w, h, format, matrix: space.matrix, fullRange: space.fullRange,
+          planes: b64(planes), rgba: b64(rgba)};
+}"""
+
+
+def test_chromium_draws_camera_yuv_as_the_kernel_converts_it(tmp_path: Path):
+    """The panel's default frames are the camera's YUV planes, converted in the kernel
+    (facekit.live.YUVFrame); a colour camera frame converted there must be the picture Chromium itself shows.
+    The fake camera plays the colour astronaut; a blank page on a loopback server (a secure context)."""
+    require_browser_tools()
+    import base64
+    import http.server
+    import threading
+
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from facekit import live
+
+    clip = make_clip(live.demo_frames(30), 1 / CLIP_FPS, tmp_path / "colour.y4m")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("<!doctype html><title>camera</title>")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "www"), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with sync_playwright() as pw:
+            context = launch(pw, tmp_path / "chromium-profile", clip)
+            try:
+                context.grant_permissions(["camera"], origin=url.rstrip("/"))
+                page = context.pages[0] if context.pages else context.new_page()
+                page.goto(url)
+                got = page.evaluate(JS_CAMERA_FRAME)
+            finally:
+                context.close()
+    finally:
+        server.shutdown()
+    w, h = got["w"], got["h"]
+    assert (w, h) == (640, 480) and got["format"] in live.YUV_LAYOUTS, {k: got[k] for k in ("w", "h", "format")}
+    planes = base64.b64decode(got["planes"])
+    shown = np.frombuffer(base64.b64decode(got["rgba"]), np.uint8).reshape(h, w, 4)[:, :, :3].astype(int)
+    assert shown.std(axis=(0, 1)).min() > 20 and np.abs(shown[..., 0] - shown[..., 2]).mean() > 10  # colour
+    kernel = live.YUVFrame(planes, w, h, got["format"], got["matrix"], got["fullRange"]).to_rgb()
+    diff = np.abs(kernel.astype(int) - shown)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 3, (diff.mean(), diff.max(), got["matrix"], got["fullRange"])
+    # the check can tell: BT.709 or full range would be visibly off on the same planes
+    other = live.YUVFrame(planes, w, h, got["format"], "bt709", False).to_rgb()
+    assert np.abs(other.astype(int) - shown).mean() > 0.5

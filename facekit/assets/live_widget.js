@@ -235,6 +235,7 @@ function render({ model, el }) {
     topEl.textContent = top.length > 2 ? "top: " + top.map(([n, p]) => `${n} ${fmt(p, 0)}`).join(" · ") : "";
     const lat = recent.length ? recentLatency() : (model.get("latency") || {});
     const parts = STAGES.map(([k, name]) => `${name} ${fmt(lat[k], 1)}`).join(" · ");
+    el.dataset.latency = JSON.stringify(lat);  // the kernel's ms per stage, median of the last frames
     const kernelFps = model.get("fps");
     statsEl.textContent = `${fmt(kernelFps, 1)} fps · kernel ${fmt(lat.total, 1)} ms, median of the last frames (${parts})` +
       (roundTrip !== null && isBrowser() ? ` · round trip ${fmt(median(tripMs), 0)} ms (kernel handler ` +
