@@ -14,6 +14,7 @@ installs all three).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -215,6 +216,30 @@ def launch(pw, profile: Path, clip: Path):
         args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={Path(clip).resolve()}"])
 
 
+def notebook_lab(tmp: Path, checkpoint: Path, frame_format: str) -> Lab:
+    """JupyterLab on a copy of notebook 05 in ``tmp``, set to run it in smoke mode on the browser's camera with
+    ``checkpoint`` and the panel's ``frame_format`` (not yet waited for: :meth:`Lab.wait_ready`)."""
+    tmp = Path(tmp)
+    notebook_dir = tmp / "notebooks"
+    notebook_dir.mkdir()
+    shutil.copy(NOTEBOOK, notebook_dir / NOTEBOOK.name)
+    return Lab(tmp, notebook_dir, {
+        "FACEKIT_CHECKPOINT": str(Path(checkpoint).resolve()), "FACEKIT_LIVE_SOURCE": "browser", "FACEKIT_SMOKE": "1",
+        "FACEKIT_WEIGHTS": str(tmp / "no_weights"), "FACEKIT_CACHE": str(tmp / "cache"),
+        "FACEKIT_REPORTS": str(tmp / "reports"), "MPLBACKEND": "agg", "FACEKIT_FRAME_FORMAT": frame_format})
+
+
+@contextlib.contextmanager
+def camera_page(pw, profile: Path, lab: Lab, clip: Path):
+    """A page of headless Chromium (:func:`launch`) allowed to use the fake camera on ``lab``'s origin."""
+    context = launch(pw, profile, clip)
+    try:
+        context.grant_permissions(["camera"], origin=lab.url)
+        yield context.pages[0] if context.pages else context.new_page()
+    finally:
+        context.close()
+
+
 def open_notebook(page, lab: Lab, name: str = NOTEBOOK.name) -> dict:
     """Open notebook ``name`` and run every cell; returns the notebook's state (``errors`` lists failed cells)."""
     page.goto(f"{lab.url}/lab/tree/{name}?reset", timeout=120_000)
@@ -246,56 +271,44 @@ def browser_fps(tmp: Path, checkpoint: Path, formats=("auto", "jpeg"), passes: i
     missing = missing_tools()
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not installed; ./kit test installs them")
-    tmp, checkpoint = Path(tmp), Path(checkpoint).resolve()  # the kernel runs in the notebook's folder
+    tmp = Path(tmp)
     clip = make_clip(demo_frames(60), 1 / CLIP_FPS, tmp / "clip.y4m")
-    notebook_dir = tmp / "notebooks"
-    notebook_dir.mkdir()
-    shutil.copy(NOTEBOOK, notebook_dir / NOTEBOOK.name)
-    lab = Lab(tmp, notebook_dir, {
-        "FACEKIT_CHECKPOINT": str(checkpoint), "FACEKIT_LIVE_SOURCE": "browser", "FACEKIT_SMOKE": "1",
-        "FACEKIT_WEIGHTS": str(tmp / "no_weights"), "FACEKIT_CACHE": str(tmp / "cache"),
-        "FACEKIT_REPORTS": str(tmp / "reports"), "MPLBACKEND": "agg", "FACEKIT_FRAME_FORMAT": formats[0]})
+    lab = notebook_lab(tmp, checkpoint, formats[0])
     runs: dict[str, list[dict]] = {f: [] for f in formats}
     try:
         lab.wait_ready()
-        with sync_playwright() as pw:
-            context = launch(pw, tmp / "chromium-profile", clip)
-            try:
-                context.grant_permissions(["camera"], origin=lab.url)
-                page = context.pages[0] if context.pages else context.new_page()
-                nb = open_notebook(page, lab)
-                if nb["errors"]:
-                    raise RuntimeError("a cell of notebook 05 failed:\n" + "\n".join(nb["errors"]))
-                page.wait_for_selector(".fk-live .fk-start", timeout=60_000)
-                page.click(".fk-live .fk-start")
-                wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
-                     "the first frame to reach the kernel")
-                for k in range(passes):
-                    for fmt in (formats if k % 2 == 0 else formats[::-1]):
-                        page.evaluate(JS_EXECUTE, [NOTEBOOK.name, f"panel.frame_format = {fmt!r}"])
-                        time.sleep(settle_s)
-                        start = page.evaluate(JS_PANEL)
-                        t0 = time.perf_counter()
-                        time.sleep(seconds)
-                        end = page.evaluate(JS_PANEL)
-                        elapsed = time.perf_counter() - t0
-                        runs[fmt].append({
-                            "fps": round((int(end["frames"]) - int(start["frames"])) / elapsed, 2),
-                            "frames": int(end["frames"]) - int(start["frames"]), "seconds": round(elapsed, 2),
-                            "travelled_as": end.get("frameFormat"), "round_trip_ms": number(end.get("roundTripMs")),
-                            "kernel_handler_ms": number(end.get("handlerMs")),
-                            "browser_capture_ms": number(end.get("captureMs")), "stats": end.get("stats"),
-                            "kernel_stages_ms": json.loads(end.get("latency") or "{}"),
-                            "with_face": end.get("state") in ("ok", "multiple_faces")})
-                asked = page.evaluate(JS_EXECUTE, [NOTEBOOK.name, "import json; print(json.dumps(panel.summary()))"])
-                page.click(".fk-live .fk-stop")
-            finally:
-                context.close()
+        with sync_playwright() as pw, camera_page(pw, tmp / "chromium-profile", lab, clip) as page:
+            nb = open_notebook(page, lab)
+            if nb["errors"]:
+                raise RuntimeError("a cell of notebook 05 failed:\n" + "\n".join(nb["errors"]))
+            page.wait_for_selector(".fk-live .fk-start", timeout=60_000)
+            page.click(".fk-live .fk-start")
+            wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
+                 "the first frame to reach the kernel")
+            for k in range(passes):
+                for fmt in (formats if k % 2 == 0 else formats[::-1]):
+                    page.evaluate(JS_EXECUTE, [NOTEBOOK.name, f"panel.frame_format = {fmt!r}"])
+                    time.sleep(settle_s)
+                    start = page.evaluate(JS_PANEL)
+                    t0 = time.perf_counter()
+                    time.sleep(seconds)
+                    end = page.evaluate(JS_PANEL)
+                    elapsed = time.perf_counter() - t0
+                    runs[fmt].append({
+                        "fps": round((int(end["frames"]) - int(start["frames"])) / elapsed, 2),
+                        "frames": int(end["frames"]) - int(start["frames"]), "seconds": round(elapsed, 2),
+                        "travelled_as": end.get("frameFormat"), "round_trip_ms": number(end.get("roundTripMs")),
+                        "kernel_handler_ms": number(end.get("handlerMs")),
+                        "browser_capture_ms": number(end.get("captureMs")), "stats": end.get("stats"),
+                        "kernel_stages_ms": json.loads(end.get("latency") or "{}"),
+                        "with_face": end.get("state") in ("ok", "multiple_faces")})
+            asked = page.evaluate(JS_EXECUTE, [NOTEBOOK.name, "import json; print(json.dumps(panel.summary()))"])
+            page.click(".fk-live .fk-stop")
     finally:
         lab.close()
     summary = json.loads(asked["out"].strip().splitlines()[-1])
     out = {"size": "640x480", "camera_fps": CLIP_FPS, "clip": "the demo face (scikit-image astronaut), 2 s",
-           "checkpoint": str(checkpoint), "server_tcp_nodelay": lab.nodelay, "passes": passes,
+           "checkpoint": str(Path(checkpoint).resolve()), "server_tcp_nodelay": lab.nodelay, "passes": passes,
            "seconds_per_pass": seconds, "kernel_latency_ms": summary.get("latency_ms"),
            "kernel_states": summary.get("states"), "formats": {}}
     for fmt, rs in runs.items():

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from builders import require_browser_tools
 
-from facekit.browser import (CLIP_FPS, JS_EXECUTE, JS_PANEL, NOTEBOOK, TRAVELS_AS, Lab, launch, letterbox,
-                             make_clip, number, open_notebook, wait)
+from facekit.browser import (CLIP_FPS, JS_EXECUTE, JS_PANEL, NOTEBOOK, TRAVELS_AS, camera_page, launch, letterbox,
+                             make_clip, notebook_lab, number, open_notebook, wait)
 from facekit.paths import PROJECT_ROOT, shared_datasets
 
 RESULTS = PROJECT_ROOT / "test-results"
@@ -133,74 +132,62 @@ def test_notebook_05_in_a_real_browser(tmp_path: Path, frame_format: str):
     clip, checkpoint, info = (_jaffe_clip_and_model if jaffe else _astronaut_clip_and_model)(tmp_path)
     prepared_s = time.time() - started
 
-    notebook_dir = tmp_path / "notebooks"
-    notebook_dir.mkdir()
-    shutil.copy(NOTEBOOK, notebook_dir / NOTEBOOK.name)
-    lab = Lab(tmp_path, notebook_dir, {
-        "FACEKIT_CHECKPOINT": str(checkpoint), "FACEKIT_LIVE_SOURCE": "browser", "FACEKIT_SMOKE": "1",
-        "FACEKIT_WEIGHTS": str(tmp_path / "no_weights"), "FACEKIT_CACHE": str(tmp_path / "cache"),
-        "FACEKIT_REPORTS": str(tmp_path / "reports"), "MPLBACKEND": "agg", "FACEKIT_FRAME_FORMAT": frame_format})
+    lab = notebook_lab(tmp_path, checkpoint, frame_format)
     suffix = "" if frame_format == "auto" else f"_{frame_format}"
     RESULTS.mkdir(exist_ok=True)
     observations: list[dict] = []
     try:
         lab.wait_ready()
-        with sync_playwright() as pw:
-            context = launch(pw, tmp_path / "chromium-profile", clip)
-            try:
-                context.grant_permissions(["camera"], origin=lab.url)
-                page = context.pages[0] if context.pages else context.new_page()
-                console: list[str] = []
-                page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-                nb = open_notebook(page, lab)
-                assert not nb["errors"], "a cell failed:\n" + "\n".join(nb["errors"])
+        with sync_playwright() as pw, camera_page(pw, tmp_path / "chromium-profile", lab, clip) as page:
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            nb = open_notebook(page, lab)
+            assert not nb["errors"], "a cell failed:\n" + "\n".join(nb["errors"])
 
-                page.wait_for_selector(".fk-live .fk-start", timeout=60_000)
-                panel = page.evaluate(JS_PANEL)
-                assert panel["state"] == "idle" and panel["frames"] == "0", panel
+            page.wait_for_selector(".fk-live .fk-start", timeout=60_000)
+            panel = page.evaluate(JS_PANEL)
+            assert panel["state"] == "idle" and panel["frames"] == "0", panel
 
-                # Calibrate without a personal-neutral model: the panel says so instead of pretending.
-                page.click(".fk-live .fk-calibrate")
-                wait(page, JS_PANEL, None, lambda p: "personal-neutral" in p["calibration_text"], 30,
-                      "Calibrate to explain that no personal-neutral model is loaded")
+            # Calibrate without a personal-neutral model: the panel says so instead of pretending.
+            page.click(".fk-live .fk-calibrate")
+            wait(page, JS_PANEL, None, lambda p: "personal-neutral" in p["calibration_text"], 30,
+                 "Calibrate to explain that no personal-neutral model is loaded")
 
-                page.click(".fk-live .fk-start")
-                first = wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
-                              "the first frame to reach the kernel")
-                # Watch the page: at least two loops of the clip (JAFFE) or 10 s.
-                watch_s = max(10.0, 2.5 * 6 * SECONDS_PER_PHOTO) if jaffe else 10.0
-                t0, f0 = time.time(), int(first["frames"])
-                moved = False
-                while time.time() - t0 < max(watch_s, 60 if jaffe else 10):
-                    p = page.evaluate(JS_PANEL)
-                    p["wall"] = time.time() - t0
-                    observations.append(p)
-                    if jaffe:
-                        labels = [o["label"] for o in observations if o["state"] in ("ok", "multiple_faces")]
-                        seen_neutral = "neutral" in labels
-                        moved = seen_neutral and "anxious" in labels[labels.index("neutral"):]
-                    if time.time() - t0 >= watch_s and (moved or not jaffe):
-                        break
-                    time.sleep(0.2)
-                last = observations[-1]
-                elapsed = last["wall"]
-                # The frames travel as the panel's frame_format says ("auto" on this loopback page: YUV).
-                assert last["frameFormat"] == TRAVELS_AS[frame_format], last
-                asked = page.evaluate(JS_EXECUTE, [NOTEBOOK.name, "import json; print(json.dumps(panel.summary()))"])
-                kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])
-                kernel_frames = int(last["frames"]) - f0
-                page.screenshot(path=str(RESULTS / f"live_e2e{suffix}.png"), full_page=False)
-                page.locator(".fk-live").screenshot(path=str(RESULTS / f"live_e2e_panel{suffix}.png"))
+            page.click(".fk-live .fk-start")
+            first = wait(page, JS_PANEL, None, lambda p: int(p["frames"]) > 0 and p["camera_on"], 60,
+                         "the first frame to reach the kernel")
+            # Watch the page: at least two loops of the clip (JAFFE) or 10 s.
+            watch_s = max(10.0, 2.5 * 6 * SECONDS_PER_PHOTO) if jaffe else 10.0
+            t0, f0 = time.time(), int(first["frames"])
+            moved = False
+            while time.time() - t0 < max(watch_s, 60 if jaffe else 10):
+                p = page.evaluate(JS_PANEL)
+                p["wall"] = time.time() - t0
+                observations.append(p)
+                if jaffe:
+                    labels = [o["label"] for o in observations if o["state"] in ("ok", "multiple_faces")]
+                    seen_neutral = "neutral" in labels
+                    moved = seen_neutral and "anxious" in labels[labels.index("neutral"):]
+                if time.time() - t0 >= watch_s and (moved or not jaffe):
+                    break
+                time.sleep(0.2)
+            last = observations[-1]
+            elapsed = last["wall"]
+            # The frames travel as the panel's frame_format says ("auto" on this loopback page: YUV).
+            assert last["frameFormat"] == TRAVELS_AS[frame_format], last
+            asked = page.evaluate(JS_EXECUTE, [NOTEBOOK.name, "import json; print(json.dumps(panel.summary()))"])
+            kernel_summary = json.loads(asked["out"].strip().splitlines()[-1])
+            kernel_frames = int(last["frames"]) - f0
+            page.screenshot(path=str(RESULTS / f"live_e2e{suffix}.png"), full_page=False)
+            page.locator(".fk-live").screenshot(path=str(RESULTS / f"live_e2e_panel{suffix}.png"))
 
-                # Stop releases the camera (every track ended, the video element emptied).
-                page.click(".fk-live .fk-stop")
-                stopped = wait(page, JS_PANEL, None, lambda p: p["running"] == "false" and not p["camera_on"], 30,
-                                "Stop to release the camera")
-                frames_at_stop = int(stopped["frames"])
-                time.sleep(1.0)
-                after = page.evaluate(JS_PANEL)
-            finally:
-                context.close()
+            # Stop releases the camera (every track ended, the video element emptied).
+            page.click(".fk-live .fk-stop")
+            stopped = wait(page, JS_PANEL, None, lambda p: p["running"] == "false" and not p["camera_on"], 30,
+                           "Stop to release the camera")
+            frames_at_stop = int(stopped["frames"])
+            time.sleep(1.0)
+            after = page.evaluate(JS_PANEL)
     finally:
         lab.close()
 
