@@ -57,7 +57,7 @@ the machine hits both alike; the ratios are what to compare across machines.
    breakdown, against the demo's 15 frames/s; "skipped" with the reason where
    Chromium, ffmpeg or playwright are missing (``./kit test`` installs them).
 
-``--quick`` (about a minute) runs the same code on fewer frames, photos and
+``--quick`` (about 1½ minutes here) runs the same code on fewer frames, photos and
 training samples; its training memory is then for those samples, not 100,000.
 
 :func:`run` returns the report (also written as JSON); :func:`format_table` prints it.
@@ -233,15 +233,10 @@ def bench_per_frame(settings: BenchSettings, checkpoint: Path) -> dict:
             predictor.predict_shapes(shape)
             times.append((time.perf_counter() - t0) * 1000)
         model_ms.append(_median(times))
-    runs = by_format["jpeg"]
-    tracking = [r["facemesh_alone_ms"] for r in runs]
-    path = [r["pipeline_ms"] for r in runs]
-    graph = [r["facemesh_graph_ms"] for r in runs]
-
     def vs_graph(parts: list[float], refs: list) -> float | None:  # None: this mediapipe has no direct route
         return None if None in refs else _round(_median(p / t for p, t in zip(parts, refs)))
 
-    def variant(fmt: str, what: str) -> dict:  # the path on another frame format, with its own references
+    def variant(fmt: str, what: str) -> dict:  # the path on one frame format, with its own references
         rs = by_format[fmt]
         f_tracking, f_path = [r["facemesh_alone_ms"] for r in rs], [r["pipeline_ms"] for r in rs]
         f_graph = [r["facemesh_graph_ms"] for r in rs]
@@ -250,29 +245,25 @@ def bench_per_frame(settings: BenchSettings, checkpoint: Path) -> dict:
                 "facemesh_graph_ms": None if None in f_graph else _round(_median(f_graph)),
                 "stages_ms": {s: _round(_median(r["stages_ms"][s] for r in rs)) for s in rs[0]["stages_ms"]},
                 "kernel_fps": _round(1000 / _median(f_path), 1),
+                # each ratio: the median over passes of the pass's own ratio (a variant and its reference, adjacent)
                 "ratio_path_vs_tracking": _round(_median(p / t for p, t in zip(f_path, f_tracking))),
                 "ratio_path_vs_graph": vs_graph(f_path, f_graph),
                 "per_pass_ms": {"facemesh_tracking": f_tracking, "facemesh_graph": f_graph, "path": f_path}}
 
-    stages = {s: _round(_median(r["stages_ms"][s] for r in runs)) for s in runs[0]["stages_ms"]}
+    runs = by_format["jpeg"]
+    tracking = [r["facemesh_alone_ms"] for r in runs]
+    path = [r["pipeline_ms"] for r in runs]
+    jpeg = variant("jpeg", "jpeg (quality 80, as the browser sends them over a network)")
+    jpeg["per_pass_ms"]["facemesh_static"] = [_round(v) for v in static_ms]
     return {"frames": len(frames), "passes": settings.frame_passes, "size": runs[0]["size"],
-            "frame_format": "jpeg (quality 80, as the browser sends them over a network)",
-            "faces_found_per_pass": runs[0]["faces_found"], "checkpoint": str(checkpoint),
-            "facemesh_tracking_ms": _round(_median(tracking)), "facemesh_static_ms": _round(_median(static_ms)),
-            "facemesh_graph_ms": None if None in graph else _round(_median(graph)),
-            "path_ms": _round(_median(path)), "model_alone_ms": _round(_median(model_ms)), "stages_ms": stages,
-            "kernel_fps": _round(1000 / _median(path), 1),
+            "faces_found_per_pass": runs[0]["faces_found"], "checkpoint": str(checkpoint), **jpeg,
+            "facemesh_static_ms": _round(_median(static_ms)), "model_alone_ms": _round(_median(model_ms)),
             "yuv": variant("yuv", "yuv (I420 planes, BT.601 limited range, as the browser sends a camera's frames "
                                   "from a localhost page, the default frame_format='auto')"),
             "rgb": variant("rgb", "rgb (packed pixels, as the browser sends them with frame_format='rgb')"),
-            # each ratio: the median over passes of the pass's own ratio (a variant and its reference, adjacent)
-            "ratio_path_vs_tracking": _round(_median(p / t for p, t in zip(path, tracking))),
-            "ratio_path_vs_graph": vs_graph(path, graph),
             "ratio_path_vs_static": _round(_median(p / t for p, t in zip(path, static_ms))),
             "ratio_model_vs_tracking": _round(_median(m / t for m, t in zip(model_ms, tracking))),
-            "ratio_static_vs_tracking": _round(_median(a / t for a, t in zip(static_ms, tracking))),
-            "per_pass_ms": {"facemesh_tracking": tracking, "facemesh_graph": graph, "path": path,
-                            "facemesh_static": [_round(v) for v in static_ms]}}
+            "ratio_static_vs_tracking": _round(_median(a / t for a, t in zip(static_ms, tracking)))}
 
 
 # ----------------------------------------------------------------------------- 2. extraction

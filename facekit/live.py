@@ -895,13 +895,14 @@ def benchmark(predictor=None, frames: list[bytes] | None = None, n_frames: int =
     if frames is None:
         frames = [encode_jpeg(f) for f in demo_frames(n_frames)]
     rgbs = [decode_frame(f) for f in frames]
-    sent = frames if frame_format == "jpeg" else [rgb.tobytes() for rgb in rgbs]
     if frame_format == "yuv":
         import cv2
 
         sent = [YUVFrame(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes(), rgb.shape[1], rgb.shape[0])
                 for rgb in rgbs]
         rgbs = [f.to_rgb() for f in sent]
+    else:
+        sent = frames if frame_format == "jpeg" else [rgb.tobytes() for rgb in rgbs]
     mesh = face_mesh(not settings.tracking, settings.max_faces, settings.min_detection_confidence)
     for rgb in rgbs[:10]:  # warm-up: graph start, XNNPACK, torch
         mesh.process(rgb)
