@@ -11,8 +11,10 @@
   (x·W, y·H, z·W), never MediaPipe's width/height-normalised coordinates, which
   would distort the same face differently at 4:3, 16:9 or 1:1.
 - Results are cached per container (ZIP or folder) and settings, keyed by each
-  member's content (ZIP CRC and size, or file size and mtime), written every few
-  photos: a second run does no work and an interrupted run resumes.
+  member's content (ZIP CRC and size, or file size and mtime; a folder photo whose
+  mtime changed, as in a copy that did not keep times, is recognised by its own
+  CRC), written every few photos: a second run does no work and an interrupted run
+  resumes.
 - Every photo without landmarks keeps a ``status`` and a ``reason``; one bad
   member never stops a run.
 """
@@ -25,6 +27,7 @@ import re
 import threading
 import uuid
 import zipfile
+import zlib
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -513,9 +516,11 @@ def _close_archive() -> None:
 
 def _extract_chunk(container: str, members: list[str], settings: ExtractSettings,
                    boxes: list | None = None) -> list[tuple]:
-    """Worker task: (member, status, reason, landmarks or None, width, height, cacheable) per member.
+    """Worker task: (member, status, reason, landmarks or None, width, height, cacheable, crc) per member.
 
-    Runs in any process; opens the container itself so only names cross the wire (and keeps a ZIP
+    ``crc``: a folder photo's content checksum (:func:`_file_crc`; None for ZIP members, whose CRC the
+    index already has, and where the file could not be read), so that its cache entry is also found
+    after a copy that changed its mtime.  Runs in any process; opens the container itself so only names cross the wire (and keeps a ZIP
     open for the next chunk of it, :func:`_open_archive`).  Failures to read the container (a cut-off
     copy, a network drive) are not cacheable: they say nothing about the photo and are retried on the
     next run.
@@ -526,23 +531,24 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
     try:
         archive = _open_archive(container) if container.lower().endswith(".zip") else None
     except (zipfile.BadZipFile, OSError) as exc:
-        return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0, False) for m in members]
+        return [(m, "unreadable", f"cannot open {container}: {exc}", None, 0, 0, False, None) for m in members]
     failed = False
     for member, box in zip(members, boxes):
         try:
             data = archive.read(member) if archive else (Path(container) / member).read_bytes()
         except Exception as exc:  # noqa: BLE001 - the container, not the photo, failed
             out.append((member, "unreadable", f"cannot read from {container}: {type(exc).__name__}: {exc}",
-                        None, 0, 0, False))
+                        None, 0, 0, False, None))
             failed = True
             continue
+        crc = None if archive else zlib.crc32(data)
         try:
             lm, w, h = landmarks_from_bytes(data, settings, box)
-            out.append((member, "ok", "", lm, w, h, True))
+            out.append((member, "ok", "", lm, w, h, True, crc))
         except PhotoError as err:
-            out.append((member, err.status, err.reason, None, 0, 0, True))
+            out.append((member, err.status, err.reason, None, 0, 0, True, crc))
         except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
-            out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True))
+            out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True, crc))
     if failed and archive is not None:
         _close_archive()  # a handle that failed is not kept: the next chunk opens the file afresh
     return out
@@ -557,13 +563,37 @@ def _boxes(rows: pd.DataFrame) -> list:
     return [tuple(v) if np.isfinite(v).all() else None for v in values]
 
 
+def _box_suffixes(rows: pd.DataFrame) -> list[str]:
+    return ["" if b is None else "|" + ",".join(f"{v:.0f}" for v in b) for b in _boxes(rows)]
+
+
 def _content_keys(rows: pd.DataFrame) -> list[str]:
     """Cache key per photo: its content (ZIP CRC and size, or file size and mtime) and labelled box."""
-    boxes = ["" if b is None else "|" + ",".join(f"{v:.0f}" for v in b) for b in _boxes(rows)]
+    boxes = _box_suffixes(rows)
     if "crc" in rows and rows["crc"].notna().all():
         return [f"{m}|{int(c)}|{int(b)}{x}" for m, c, b, x in zip(rows["member"], rows["crc"], rows["bytes"], boxes)]
     mtime = rows["mtime_ns"] if "mtime_ns" in rows else pd.Series(0, index=rows.index)
     return [f"{m}|{int(b)}|{int(t)}{x}" for m, b, t, x in zip(rows["member"], rows["bytes"], mtime, boxes)]
+
+
+#: Marks a folder photo's second cache key, by its own CRC (:func:`_crc_key`), beside the one by mtime.
+_CRC_MARK = "|crc32="
+
+
+def _crc_key(member: str, nbytes: int, crc: int, box_suffix: str) -> str:
+    return f"{member}|{int(nbytes)}{_CRC_MARK}{int(crc):08x}{box_suffix}"
+
+
+def _file_crc(path: Path) -> int | None:
+    """A file's CRC-32 (zlib's, as ZIP's), read in 1 MB blocks; None where it cannot be read."""
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                crc = zlib.crc32(block, crc)
+    except OSError:
+        return None
+    return crc
 
 
 def _cache_folder(container: str, settings: ExtractSettings, root: Path) -> Path:
@@ -673,14 +703,27 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         folders[container] = folder
         cached = _load_cache(folder)
         keys = _content_keys(group)
-        pending = []
-        for row, member, key, box in zip(group.index, group["member"], keys, _boxes(group)):
+        in_folder = not container.lower().endswith(".zip")
+        # A folder photo missed by size and mtime may be one the cache has under another mtime (a copy that
+        # did not keep times): look for it by its own CRC, where the cache holds such keys at all.
+        by_crc = in_folder and any(_CRC_MARK in k for k in cached)
+        pending, renamed = [], []
+        for row, member, key, box, nbytes, suffix in zip(group.index, group["member"], keys, _boxes(group),
+                                                         group["bytes"], _box_suffixes(group)):
             hit = cached.get(key)
+            if hit is None and by_crc:
+                crc = _file_crc(Path(container) / member)
+                hit = None if crc is None else cached.get(_crc_key(member, nbytes, crc, suffix))
+                if hit is not None:
+                    renamed.append((key, (member, *hit)))  # found by content: keep it under today's mtime too
             if hit is None:
                 pending.append((row, member, key, box))
                 continue
             status[row], reason[row], landmarks[row], width[row], height[row] = hit
             from_cache[row] = True
+        if renamed:
+            _save_part(folder, [k for k, _ in renamed], [r for _, r in renamed])
+            _consolidate(folder)
         for start in range(0, len(pending), chunk_size):
             part = pending[start:start + chunk_size]
             todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part],
@@ -709,8 +752,14 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
             for (container, _members, keys, rows, _boxes_), out in results:
                 keep = [i for i, r in enumerate(out) if r[6]]
                 if keep:
-                    _save_part(folders[container], [keys[i] for i in keep], [out[i] for i in keep])
-                for row, (_m, st, why, lm, w, h, _cacheable) in zip(rows, out):
+                    # folder photos also under their CRC (found again after a copy that changed mtimes)
+                    by_crc = [i for i in keep if out[i][7] is not None]
+                    suffixes = _box_suffixes(table.loc[[rows[i] for i in by_crc]]) if by_crc else []
+                    crc_keys = [_crc_key(out[i][0], table.at[rows[i], "bytes"], out[i][7], x)
+                                for i, x in zip(by_crc, suffixes)]
+                    _save_part(folders[container], [keys[i] for i in keep] + crc_keys,
+                               [out[i] for i in keep] + [out[i] for i in by_crc])
+                for row, (_m, st, why, lm, w, h, _cacheable, _crc) in zip(rows, out):
                     status[row], reason[row], width[row], height[row] = st, why, w, h
                     if lm is not None:
                         landmarks[row] = lm

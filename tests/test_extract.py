@@ -295,6 +295,52 @@ def test_changed_photo_is_redone(photo_dir, tmp_path, monkeypatch):
     assert table["status"].tolist() == ["ok", "ok"]
 
 
+def test_a_folder_copied_without_its_times_is_found_by_content(photo_dir, tmp_path, monkeypatch):
+    """A copy that does not keep mtimes (cp without -p, a download, a new disk) misses the size-and-mtime
+    key: each photo is then found by its own CRC, nothing is extracted again, and the next run hits directly.
+    A photo whose bytes changed (same name, same size) is still redone."""
+    import os
+    import shutil
+
+    names = ("astro_neutral_upright.jpg", "astro_neutral_exif6.jpg", "astro_neutral_blank.jpg",
+             "astro_neutral_noise.jpg")
+    original = tmp_path / "first" / "photos"
+    original.mkdir(parents=True)
+    for name in names:
+        (original / name).write_bytes((photo_dir / name).read_bytes())
+    spec, cache = FolderSpec(PATTERN), tmp_path / "cache"
+    first, lm_first = extract(index_folder(original, spec), workers=1, cache=cache, progress=False)
+    assert not first["from_cache"].any() and sorted(first["status"]) == ["no_face", "not_image", "ok", "ok"]
+
+    copy = tmp_path / "second" / "photos"  # the same folder name: the same cache, as for a moved dataset
+    shutil.copytree(original, copy, copy_function=shutil.copyfile)  # new mtimes
+    for i, name in enumerate(names):
+        os.utime(copy / name, ns=(10**18 + i, 10**18 + i))  # surely unlike the originals
+    index = index_folder(copy, spec)
+    assert (index["mtime_ns"].to_numpy() != first["mtime_ns"].to_numpy()).all()
+    chunks = _counting(monkeypatch, "_extract_chunk")
+    crcs = _counting(monkeypatch, "_file_crc")
+    again, lm_again = extract(index, workers=1, cache=cache, progress=False)
+    assert chunks == [] and len(crcs) == len(names)  # found by content, nothing extracted
+    assert again["from_cache"].all()
+    assert again["status"].tolist() == first["status"].tolist() and again["reason"].tolist() == first["reason"].tolist()
+    np.testing.assert_array_equal(lm_again, lm_first)
+
+    crcs.clear()
+    third, _ = extract(index_folder(copy, spec), workers=1, cache=cache, progress=False)
+    assert third["from_cache"].all() and crcs == [] and chunks == []  # today's mtimes are keys now
+
+    edited = bytearray((copy / "astro_neutral_upright.jpg").read_bytes())
+    edited[len(edited) // 2] ^= 0xFF  # same name, same size, other content
+    (copy / "astro_neutral_upright.jpg").write_bytes(bytes(edited))
+    os.utime(copy / "astro_neutral_upright.jpg", ns=(2 * 10**18, 2 * 10**18))
+    fourth, _ = extract(index_folder(copy, spec), workers=1, cache=cache, progress=False)
+    assert [m for c in chunks for m in c[1]] == ["astro_neutral_upright.jpg"]
+    assert fourth.set_index("member")["from_cache"].to_dict() == {
+        "astro_neutral_blank.jpg": True, "astro_neutral_exif6.jpg": True, "astro_neutral_noise.jpg": True,
+        "astro_neutral_upright.jpg": False}
+
+
 def test_changed_setting_uses_another_cache(folder_index, tmp_path, monkeypatch):
     """Every ExtractSettings field is part of the cache key: draft_long_side=None is a fresh run."""
     extract(folder_index, workers=1, cache=tmp_path, progress=False)
