@@ -603,7 +603,9 @@ def _cache_folder(container: str, settings: ExtractSettings, root: Path) -> Path
     return root / "landmarks" / f"{slug}-{digest}-{settings.key()}"
 
 
-def _load_cache(folder: Path) -> dict[str, tuple]:
+def _load_cache(folder: Path, aliases: dict[str, str] | None = None) -> dict[str, tuple]:
+    """key → (status, reason, landmarks, width, height) of every cached photo; ``aliases``, where given, is
+    filled with each folder photo's CRC key → its key (:func:`_crc_key`; stored once, beside it)."""
     entries: dict[str, tuple] = {}
     for part in sorted(folder.glob("part-*.npz")):
         try:
@@ -613,15 +615,20 @@ def _load_cache(folder: Path) -> dict[str, tuple]:
             with np.load(part, allow_pickle=False) as z:
                 keys, status, reason, lms, width, height = (
                     z[name] for name in ("keys", "status", "reason", "landmarks", "width", "height"))
+                crc_keys = z["crc_keys"].tolist() if "crc_keys" in z.files else []
         except Exception:  # noqa: BLE001 - a part cut off by a crash is redone, not trusted
             part.unlink(missing_ok=True)
             continue
         for i, key in enumerate(keys.tolist()):
             entries[str(key)] = (str(status[i]), str(reason[i]), lms[i], int(width[i]), int(height[i]))
+        if aliases is not None:
+            aliases.update((str(a), str(k)) for a, k in zip(crc_keys, keys.tolist()) if a)
     return entries
 
 
-def _save_part(folder: Path, keys: list[str], results: list[tuple]) -> None:
+def _save_part(folder: Path, keys: list[str], results: list[tuple], crc_keys: list[str] | None = None) -> None:
+    """One cache part: ``results`` (tuples as :func:`_extract_chunk` gives them) under ``keys``, and each
+    folder photo's CRC key (``crc_keys``, "" where none) beside its key."""
     folder.mkdir(parents=True, exist_ok=True)
     lms = np.full((len(results), N_LANDMARKS, 3), np.nan, dtype=np.float32)
     for i, r in enumerate(results):
@@ -631,17 +638,27 @@ def _save_part(folder: Path, keys: list[str], results: list[tuple]) -> None:
     np.savez(tmp, keys=np.array(keys), status=np.array([r[1] for r in results]),
              reason=np.array([r[2] for r in results]), landmarks=lms,
              width=np.array([r[4] for r in results], dtype=np.int32),
-             height=np.array([r[5] for r in results], dtype=np.int32))
+             height=np.array([r[5] for r in results], dtype=np.int32),
+             crc_keys=np.array(crc_keys if crc_keys is not None else [""] * len(results)))
     os.replace(tmp, folder / f"part-{uuid.uuid4().hex}.npz")  # atomic: a part is whole or absent
 
 
-def _consolidate(folder: Path) -> None:
+def _consolidate(folder: Path, rename: dict[str, str] | None = None) -> None:
+    """The cache's parts as one; ``rename`` (old key → new key) moves entries to new keys (a folder photo
+    found by its CRC under another mtime: its entry moves to today's, so nothing is stored twice)."""
     parts = sorted(folder.glob("part-*.npz"))
-    if len(parts) < 2:
+    if len(parts) < 2 and not rename:
         return
-    entries = _load_cache(folder)
+    aliases: dict[str, str] = {}
+    entries = _load_cache(folder, aliases)
+    crc_of = {k: a for a, k in aliases.items()}
+    for old, new in (rename or {}).items():
+        if old in entries:
+            entries[new] = entries.pop(old)
+            if old in crc_of:
+                crc_of[new] = crc_of.pop(old)
     keys = list(entries)
-    _save_part(folder, keys, [(k, *entries[k]) for k in keys])
+    _save_part(folder, keys, [(k, *entries[k]) for k in keys], [crc_of.get(k, "") for k in keys])
     for p in parts:
         p.unlink(missing_ok=True)
 
@@ -701,29 +718,29 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
     for container, group in table[usable].groupby("container", sort=True):
         folder = _cache_folder(container, settings, root)
         folders[container] = folder
-        cached = _load_cache(folder)
+        aliases: dict[str, str] = {}
+        cached = _load_cache(folder, aliases)
         keys = _content_keys(group)
-        in_folder = not container.lower().endswith(".zip")
         # A folder photo missed by size and mtime may be one the cache has under another mtime (a copy that
         # did not keep times): look for it by its own CRC, where the cache holds such keys at all.
-        by_crc = in_folder and any(_CRC_MARK in k for k in cached)
-        pending, renamed = [], []
+        by_crc = bool(aliases) and not container.lower().endswith(".zip")
+        pending, renamed = [], {}
         for row, member, key, box, nbytes, suffix in zip(group.index, group["member"], keys, _boxes(group),
                                                          group["bytes"], _box_suffixes(group)):
             hit = cached.get(key)
             if hit is None and by_crc:
                 crc = _file_crc(Path(container) / member)
-                hit = None if crc is None else cached.get(_crc_key(member, nbytes, crc, suffix))
+                old = None if crc is None else aliases.get(_crc_key(member, nbytes, crc, suffix))
+                hit = cached.get(old) if old else None
                 if hit is not None:
-                    renamed.append((key, (member, *hit)))  # found by content: keep it under today's mtime too
+                    renamed[old] = key  # found by content: its entry moves to today's mtime
             if hit is None:
                 pending.append((row, member, key, box))
                 continue
             status[row], reason[row], landmarks[row], width[row], height[row] = hit
             from_cache[row] = True
         if renamed:
-            _save_part(folder, [k for k, _ in renamed], [r for _, r in renamed])
-            _consolidate(folder)
+            _consolidate(folder, renamed)
         for start in range(0, len(pending), chunk_size):
             part = pending[start:start + chunk_size]
             todo.append((container, [p[1] for p in part], [p[2] for p in part], [p[0] for p in part],
@@ -752,13 +769,12 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
             for (container, _members, keys, rows, _boxes_), out in results:
                 keep = [i for i, r in enumerate(out) if r[6]]
                 if keep:
-                    # folder photos also under their CRC (found again after a copy that changed mtimes)
-                    by_crc = [i for i in keep if out[i][7] is not None]
-                    suffixes = _box_suffixes(table.loc[[rows[i] for i in by_crc]]) if by_crc else []
-                    crc_keys = [_crc_key(out[i][0], table.at[rows[i], "bytes"], out[i][7], x)
-                                for i, x in zip(by_crc, suffixes)]
-                    _save_part(folders[container], [keys[i] for i in keep] + crc_keys,
-                               [out[i] for i in keep] + [out[i] for i in by_crc])
+                    # a folder photo's CRC key beside its key: found again after a copy that changed mtimes
+                    suffixes = _box_suffixes(table.loc[[rows[i] for i in keep]])
+                    crc_keys = ["" if out[i][7] is None else _crc_key(out[i][0], table.at[rows[i], "bytes"],
+                                                                       out[i][7], x)
+                                for i, x in zip(keep, suffixes)]
+                    _save_part(folders[container], [keys[i] for i in keep], [out[i] for i in keep], crc_keys)
                 for row, (_m, st, why, lm, w, h, _cacheable, _crc) in zip(rows, out):
                     status[row], reason[row], width[row], height[row] = st, why, w, h
                     if lm is not None:

@@ -311,6 +311,9 @@ def test_a_folder_copied_without_its_times_is_found_by_content(photo_dir, tmp_pa
     spec, cache = FolderSpec(PATTERN), tmp_path / "cache"
     first, lm_first = extract(index_folder(original, spec), workers=1, cache=cache, progress=False)
     assert not first["from_cache"].any() and sorted(first["status"]) == ["no_face", "not_image", "ok", "ok"]
+    aliases: dict = {}
+    entries = ex._load_cache(ex._cache_folder(str(original), ExtractSettings(), cache), aliases)
+    assert len(entries) == len(aliases) == len(names)  # each photo stored once, its CRC key beside it
 
     copy = tmp_path / "second" / "photos"  # the same folder name: the same cache, as for a moved dataset
     shutil.copytree(original, copy, copy_function=shutil.copyfile)  # new mtimes
@@ -325,6 +328,8 @@ def test_a_folder_copied_without_its_times_is_found_by_content(photo_dir, tmp_pa
     assert again["from_cache"].all()
     assert again["status"].tolist() == first["status"].tolist() and again["reason"].tolist() == first["reason"].tolist()
     np.testing.assert_array_equal(lm_again, lm_first)
+    entries = ex._load_cache(ex._cache_folder(str(copy), ExtractSettings(), cache), aliases)
+    assert sorted(entries) == sorted(ex._content_keys(index)) and len(aliases) == len(names)  # moved, not copied
 
     crcs.clear()
     third, _ = extract(index_folder(copy, spec), workers=1, cache=cache, progress=False)
