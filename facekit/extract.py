@@ -518,10 +518,10 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
                    boxes: list | None = None) -> list[tuple]:
     """Worker task: (member, status, reason, landmarks or None, width, height, cacheable, crc) per member.
 
-    ``crc``: a folder photo's content checksum (:func:`_file_crc`; None for ZIP members, whose CRC the
+    ``crc``: a folder photo's CRC-32 (as :func:`_file_crc` gives it; None for ZIP members, whose CRC the
     index already has, and where the file could not be read), so that its cache entry is also found
-    after a copy that changed its mtime.  Runs in any process; opens the container itself so only names cross the wire (and keeps a ZIP
-    open for the next chunk of it, :func:`_open_archive`).  Failures to read the container (a cut-off
+    after a copy that changed its mtime.  Runs in any process; opens the container itself so only names
+    cross the wire (and keeps a ZIP open for the next chunk of it, :func:`_open_archive`).  Failures to read the container (a cut-off
     copy, a network drive) are not cacheable: they say nothing about the photo and are retried on the
     next run.
     """
@@ -576,7 +576,7 @@ def _content_keys(rows: pd.DataFrame) -> list[str]:
     return [f"{m}|{int(b)}|{int(t)}{x}" for m, b, t, x in zip(rows["member"], rows["bytes"], mtime, boxes)]
 
 
-#: Marks a folder photo's second cache key, by its own CRC (:func:`_crc_key`), beside the one by mtime.
+#: Marks a folder photo's CRC key (:func:`_crc_key`), stored beside its entry (by size and mtime) as an alias.
 _CRC_MARK = "|crc32="
 
 
