@@ -92,12 +92,13 @@ def cmd_crossval(args) -> int:
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
-    # --linear-path none / choose are model configs (ModelConfig.linear_skip); trained / fitted say how the path
-    # of the default config gets its weights.
+    # --linear-path none / choose are model configs (ModelConfig.linear_skip), with the path trained where there is
+    # one; auto / trained / fitted say how the path of the default config gets its weights.
     model_config = {"none": ModelConfig(linear_skip=False),
                     "choose": (ModelConfig(linear_skip=False), ModelConfig(linear_skip=True))}.get(
                         args.linear_path, DEFAULT_MODEL_CONFIG)
-    linear_path = args.linear_path if args.linear_path in ("fitted", "trained") else DEFAULT_LINEAR_PATH
+    linear_path = (args.linear_path if args.linear_path in ("fitted", "trained", "auto")
+                   else "trained" if args.linear_path in ("none", "choose") else DEFAULT_LINEAR_PATH)
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
@@ -185,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature layouts the inner folds choose between: auto (xyz and xy), xyz, xy or xyz,xy")
     p.add_argument("--mirror", default="auto", choices=("auto", "on", "off"),
                    help="train on the faces' mirror images too: auto (the inner folds choose), on or off")
-    p.add_argument("--linear-path", default=None, choices=("trained", "fitted", "none", "choose"),
-                   help="ResNet MLP's linear path: trained (with the rest of the network), fitted (the logistic "
-                        "regression chosen on the inner folds, frozen; the deep part learns the rest), none (no "
-                        "linear path, the model of the first sessions) or choose (the inner folds choose with or "
-                        "without a trained path); default: facekit.crossval.DEFAULT_LINEAR_PATH")
+    p.add_argument("--linear-path", default=None, choices=("auto", "trained", "fitted", "none", "choose"),
+                   help="ResNet MLP's linear path: auto (the default: the inner folds choose trained or fitted), "
+                        "trained (with the rest of the network), fitted (the logistic regression chosen on the "
+                        "inner folds, frozen; the deep part learns the rest), none (no linear path, the model of "
+                        "the first sessions) or choose (the inner folds choose with or without a trained path)")
     p.add_argument("--min-recall", type=float, default=None,
                    help="two classes: choose each fold's threshold as the highest cut whose anxious recall on the "
                         "inner folds' held-out people is at least this (e.g. 0.8), instead of the one maximising "

@@ -121,9 +121,12 @@ DEFAULT_MODEL_CONFIG = ModelConfig(linear_skip=True)
 
 #: How the MLP's linear path (``ModelConfig.linear_skip``) gets its weights: ``fitted``, the logistic
 #: regression that :class:`SelectedLogReg` selects on the same inner folds, then frozen, with the deep part
-#: learning the rest (epoch 0 = the linear model alone); ``trained``, with the rest of the network.
-LINEAR_PATHS = ("fitted", "trained")
-DEFAULT_LINEAR_PATH = "trained"
+#: learning the rest (epoch 0 = the linear model alone); ``trained``, with the rest of the network;
+#: ``auto``, the inner folds choose between the two (the candidates of both, scored alike).
+LINEAR_PATHS = ("fitted", "trained", "auto")
+#: ``auto`` since the ninth session (TRAINING_DETAIL section 7, item 11): choosing among the candidates of both
+#: on the inner folds cannot give a lower inner selection score than either alone, the rule of item 9.
+DEFAULT_LINEAR_PATH = "auto"
 
 #: Whether training faces are also used mirrored (x → −x, left/right landmarks swapped): the inner folds
 #: choose, for both models alike.  A face differs from its own mirror image by about as much as fear
@@ -221,7 +224,9 @@ class SelectedResNetMLP:
     inner folds) and freezes it (``TrainConfig.linear_C``); the deep part then learns what
     it leaves, and the epoch count, 0 (the linear model alone) included, is chosen as
     before.  ``"trained"``: the linear path is trained with the rest, and the inner folds
-    choose the layout and mirroring for the MLP itself.
+    choose the layout and mirroring for the MLP itself.  ``"auto"``: both families of
+    candidates (``trained``'s layouts × mirrorings and ``fitted``'s one) are scored alike on the
+    same inner folds, and the best candidate and epoch win (``selected_["linear_path"]`` says which).
     """
 
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
@@ -246,35 +251,44 @@ class SelectedResNetMLP:
         self.inner_curves_ = {}
         self.inner_scores_ = {}
         layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror)
-        self.linear_C_ = None
-        if self.linear_path == "fitted" and any(c.has_linear_path for c in configs):
+        # candidate families: (how the linear path is made, layouts, mirrorings, training config)
+        families = []
+        if self.linear_path in ("trained", "auto") or not any(c.has_linear_path for c in configs):
+            families.append(("trained", layouts, mirrors, tc))
+        if self.linear_path in ("fitted", "auto") and any(c.has_linear_path for c in configs):
             linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
                                     self.mirror).fit(X, y, groups)
-            layouts, mirrors, self.linear_C_ = (linear.layout_,), (linear.mirror_,), linear.C_
-            tc = replace(tc, linear_C=linear.C_)
-        for c, config in enumerate(configs):
-            for layout in layouts:
-                Xl = X[:, _columns(layout, X.shape[1])]
-                mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
-                first = 0 if tc.linear_C is not None and mc.has_linear_path else 1  # epoch 0: the fitted linear path
-                for mirror in mirrors:
-                    tcm = replace(tc, mirror=mirror)
-                    probas = []
-                    for tr, va in folds:
-                        _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tcm, keep_val_proba=True)
-                        probas.append(np.stack([h["val_proba"] for h in hist]))
-                    oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
-                    curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
-                    smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
-                    epoch = int(np.nanargmax(smooth)) + first
-                    name = layout if len(configs) == 1 else f"{layout}/config{c}"
-                    name += "" if len(mirrors) == 1 else ("/mirror" if mirror else "/no-mirror")
-                    self.inner_curves_[name] = curve
-                    self.inner_scores_[name] = float(smooth[epoch - first])
-                    if best is None or smooth[epoch - first] > best[0]:
-                        best = (float(smooth[epoch - first]), layout, epoch, oof[epoch - first], mc, c, mirror)
-        score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_ = best
-        tc = replace(tc, mirror=self.mirror_)
+            families.append(("fitted", (linear.layout_,), (linear.mirror_,), replace(tc, linear_C=linear.C_)))
+        for family, fam_layouts, fam_mirrors, fam_tc in families:
+            for c, config in enumerate(configs):
+                if family == "fitted" and not config.has_linear_path and len(families) > 1:
+                    continue  # ``auto``: the trained family already has this config
+                for layout in fam_layouts:
+                    Xl = X[:, _columns(layout, X.shape[1])]
+                    mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
+                    # epoch 0: the fitted linear path alone
+                    first = 0 if fam_tc.linear_C is not None and mc.has_linear_path else 1
+                    for mirror in fam_mirrors:
+                        tcm = replace(fam_tc, mirror=mirror)
+                        probas = []
+                        for tr, va in folds:
+                            _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tcm, keep_val_proba=True)
+                            probas.append(np.stack([h["val_proba"] for h in hist]))
+                        oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
+                        curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
+                        smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
+                        epoch = int(np.nanargmax(smooth)) + first
+                        name = layout if len(configs) == 1 else f"{layout}/config{c}"
+                        name += "" if len(fam_mirrors) == 1 else ("/mirror" if mirror else "/no-mirror")
+                        name += "/fitted" if len(families) > 1 and family == "fitted" else ""
+                        self.inner_curves_[name] = curve
+                        self.inner_scores_[name] = float(smooth[epoch - first])
+                        if best is None or smooth[epoch - first] > best[0]:
+                            best = (float(smooth[epoch - first]), layout, epoch, oof[epoch - first], mc, c, mirror,
+                                    tcm)
+        score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_, tc = best
+        tc = replace(tc, seed=self.random_state)
+        self.linear_C_ = tc.linear_C if mc.has_linear_path else None
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_, threshold_extra = (_thresholds(oof_y, oof_p[:, 1], self.min_recall) if self.n_classes == 2
                                             else (None, {}))
@@ -285,9 +299,9 @@ class SelectedResNetMLP:
         self.selected_ = {"layout": self.layout_, "epoch": self.epoch_, "threshold": self.threshold_,
                           "inner_val_bal_acc": score, "ensemble": self.ensemble,
                           "linear_skip": mc.linear_skip, "mirror": self.mirror_, "inner_scores": self.inner_scores_,
-                          "linear_path": ("fitted" if self.linear_C_ is not None and mc.has_linear_path
+                          "linear_path": ("fitted" if self.linear_C_ is not None
                                           else "trained" if mc.has_linear_path else None),
-                          "linear_C": self.linear_C_ if mc.has_linear_path else None, **threshold_extra}
+                          "linear_C": self.linear_C_, **threshold_extra}
         if len(configs) > 1:
             self.selected_["model_config"] = self.config_index_
         return self

@@ -361,14 +361,14 @@ def test_inner_folds_choose_among_model_configs(binary):
     from facekit.crossval import make_model
 
     configs = (FAST_MLP["model_config"], replace(FAST_MLP["model_config"], linear_skip=True))
-    clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs, mirror="on",
+    clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs, mirror="on", linear_path="trained",
                      train_config=FAST_MLP["train_config"]).fit(binary.X, binary.y, binary.groups)
     assert set(clf.inner_scores_) == {"xyz/config0", "xy/config0", "xyz/config1", "xy/config1"}
     chosen = clf.selected_["model_config"]
     assert clf.selected_["linear_skip"] == configs[chosen].linear_skip == (clf.model_.linear is not None)
     assert clf.selected_["inner_val_bal_acc"] == max(clf.inner_scores_.values())
     result = crossval(binary, folds=4, model="resnet-mlp", progress=False, n_boot=50, inner_folds=1,
-                      model_config=configs, train_config=FAST_MLP["train_config"])
+                      model_config=configs, train_config=FAST_MLP["train_config"], linear_path="trained")
     assert [c["linear_skip"] for c in result["protocol"]["model_config"]] == [False, True]
     assert all(f["model_config"] in (0, 1) for f in result["folds_detail"])
 
@@ -392,7 +392,36 @@ def test_fitted_linear_path_takes_what_logistic_regression_selects(binary):
     assert all(f["linear_path"] == "fitted" and f["linear_C"] in SelectedLogReg.GRID for f in result["folds_detail"])
     with pytest.raises(ValueError, match="linear_path"):
         make_model("resnet-mlp", 2, linear_path="frozen")
-    assert LINEAR_PATHS == ("fitted", "trained")
+    assert LINEAR_PATHS == ("fitted", "trained", "auto")
+
+
+def test_auto_linear_path_chooses_between_trained_and_fitted_on_the_inner_folds(binary):
+    """``linear_path="auto"`` (the default): the candidates of ``trained`` (layouts × mirrorings) and ``fitted``
+    (logistic regression's layout, mirroring and C) are scored on the same inner folds, with the same scores
+    as when each runs alone, and the best one is kept, frozen linear path and all when it is the fitted one."""
+    from facekit.crossval import DEFAULT_LINEAR_PATH, SelectedLogReg, make_model
+
+    assert DEFAULT_LINEAR_PATH == "auto"
+    mc = replace(FAST_MLP["model_config"], linear_skip=True)
+    kw = dict(inner_folds=2, model_config=mc, train_config=FAST_MLP["train_config"])
+    runs = {lp: make_model("resnet-mlp", 2, linear_path=lp, **kw).fit(binary.X, binary.y, binary.groups)
+            for lp in ("trained", "fitted", "auto")}
+    auto, trained, fitted = runs["auto"], runs["trained"], runs["fitted"]
+    lr = SelectedLogReg(2, inner_folds=2).fit(binary.X, binary.y, binary.groups)
+    fitted_name = f"{lr.layout_}/fitted"
+    assert set(auto.inner_scores_) == set(trained.inner_scores_) | {fitted_name}
+    for name, score in trained.inner_scores_.items():
+        assert auto.inner_scores_[name] == score
+    assert auto.inner_scores_[fitted_name] == fitted.inner_scores_[lr.layout_]
+    assert auto.selected_["inner_val_bal_acc"] == max(auto.inner_scores_.values())
+    winner = fitted if auto.selected_["inner_val_bal_acc"] == fitted.selected_["inner_val_bal_acc"] else trained
+    assert auto.selected_["linear_path"] == winner.selected_["linear_path"]
+    assert (auto.layout_, auto.epoch_, auto.mirror_, auto.threshold_) == (winner.layout_, winner.epoch_,
+                                                                          winner.mirror_, winner.threshold_)
+    assert np.allclose(auto.predict_proba(binary.X), winner.predict_proba(binary.X))
+    frozen = auto.selected_["linear_path"] == "fitted"
+    assert (auto.selected_["linear_C"] == lr.C_) if frozen else auto.selected_["linear_C"] is None
+    assert auto.model_.linear.weight.requires_grad is not frozen
 
 
 def test_mlp_ensemble_averages_its_networks(binary):
