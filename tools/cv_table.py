@@ -19,6 +19,9 @@ for path in sorted(folder.glob("*.json")):
     model = r["model"] + (f" ×{r['protocol']['ensemble']}" if (r["protocol"].get("ensemble") or 1) > 1 else "")
     if r["protocol"].get("inner_folds") not in (None, "auto"):
         model += f" (inner {r['protocol']['inner_folds']})"
+    if r["protocol"].get("linear_path") == "auto":  # which way of making the linear path the inner folds chose
+        paths = [f.get("linear_path") for f in r.get("folds_detail", [])]
+        model += f", linear path auto (fitted {paths.count('fitted')}, trained {paths.count('trained')})"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     print(f"| {Path(r['data']).name} | {r['task']} | {r['protocol']['calibration']} | {model} | {r['protocol']['folds']} "
