@@ -723,12 +723,14 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         keys = _content_keys(group)
         # A folder photo missed by size and mtime may be one the cache has under another mtime (a copy that
         # did not keep times): look for it by its own CRC, where the cache holds such keys at all.
-        by_crc = bool(aliases) and not container.lower().endswith(".zip")
+        # Only a photo with the same name and size as one under a CRC key can be such a copy: a new photo (or
+        # one whose size changed) is not read twice (once here to hash it, once to extract it).
+        by_crc = {a.split(_CRC_MARK, 1)[0] for a in aliases} if not container.lower().endswith(".zip") else set()
         pending, renamed = [], {}
         for row, member, key, box, nbytes, suffix in zip(group.index, group["member"], keys, _boxes(group),
                                                          group["bytes"], _box_suffixes(group)):
             hit = cached.get(key)
-            if hit is None and by_crc:
+            if hit is None and f"{member}|{int(nbytes)}" in by_crc:
                 crc = _file_crc(Path(container) / member)
                 old = None if crc is None else aliases.get(_crc_key(member, nbytes, crc, suffix))
                 hit = cached.get(old) if old else None

@@ -345,6 +345,13 @@ def test_a_folder_copied_without_its_times_is_found_by_content(photo_dir, tmp_pa
         "astro_neutral_blank.jpg": True, "astro_neutral_exif6.jpg": True, "astro_neutral_noise.jpg": True,
         "astro_neutral_upright.jpg": False}
 
+    # a photo new to the folder has no name-and-size twin under a CRC key: it is extracted, not hashed first
+    (copy / "astro_anxious_new.jpg").write_bytes((photo_dir / "astro_neutral_upright.jpg").read_bytes())
+    chunks.clear(), crcs.clear()
+    fifth, _ = extract(index_folder(copy, spec), workers=1, cache=cache, progress=False)
+    assert [m for c in chunks for m in c[1]] == ["astro_anxious_new.jpg"] and crcs == []
+    assert fifth.set_index("member")["from_cache"].sum() == len(names)
+
 
 def test_changed_setting_uses_another_cache(folder_index, tmp_path, monkeypatch):
     """Every ExtractSettings field is part of the cache key: draft_long_side=None is a fresh run."""
