@@ -295,6 +295,11 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert result["n_images"] == 62 and result["n_people"] == 10
     assert isinstance(result["n_failed"], int) and result["n_failed"] >= 0
     assert result["source"] == "jaffe" and result["model"] == "resnet-mlp"
+    # the default linear path: each fold says which way its inner folds chose, with the C when fitted
+    assert result["protocol"]["linear_path"] == "auto"
+    for f in result["folds_detail"]:
+        assert f["linear_path"] in ("trained", "fitted") and (f["linear_C"] is not None) == (f["linear_path"] == "fitted")
+        assert any(k.endswith("/fitted") for k in f["inner_scores"]) and len(f["inner_scores"]) == 5
     assert set(result["recall"]) == {"neutral", "anxious"}
     assert 0 <= result["auc"] <= 1 and 0 <= result["balanced_accuracy"] <= 1
     # folds never share a person, and every person is in exactly one fold
