@@ -287,7 +287,6 @@ class SelectedResNetMLP:
                             best = (float(smooth[epoch - first]), layout, epoch, oof[epoch - first], mc, c, mirror,
                                     tcm)
         score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_, tc = best
-        tc = replace(tc, seed=self.random_state)
         self.linear_C_ = tc.linear_C if mc.has_linear_path else None
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_, threshold_extra = (_thresholds(oof_y, oof_p[:, 1], self.min_recall) if self.n_classes == 2
