@@ -62,9 +62,15 @@ def index_folder(root: Path | str, spec: FolderSpec, source: str = "folder") -> 
     and ``mtime_ns`` key the landmark cache.
     """
     root = Path(root).expanduser().resolve()
+    if root.is_file():
+        raise NotADirectoryError(f"{root} is a file; give the image folder that holds it")
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; check the path")
-    regex = re.compile(spec.pattern)
+    try:
+        regex = re.compile(spec.pattern)
+    except re.error as exc:
+        raise ValueError(f"pattern {spec.pattern!r} is not a valid regular expression ({exc}); fix it (and quote it "
+                         "for the shell on the command line)") from None
     if not {"person", "label"} <= set(regex.groupindex):
         raise ValueError(f"pattern {spec.pattern!r} needs named groups (?P<person>...) and (?P<label>...)")
     label_map = {k: to_emotion(v) for k, v in spec.label_map.items()}
@@ -92,6 +98,10 @@ def index_folder(root: Path | str, spec: FolderSpec, source: str = "folder") -> 
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    if all(r["problem"] == "path does not match the pattern" for r in rows):
+        raise ValueError(f"no image path under {root} matches the pattern {spec.pattern!r} (it is searched in "
+                         f"paths relative to the folder, with / between parts, e.g. {rows[0]['member']!r}); "
+                         "fix the pattern")
     df = pd.DataFrame(rows)
     return df[BASE_COLUMNS + [c for c in df.columns if c not in BASE_COLUMNS]]
 
@@ -133,5 +143,9 @@ def load_index(data: str | Path | None = None, pattern: str | None = None,
         return index_folder(path, PRESETS[path.name.lower()], source=path.name.lower())
     if path.is_dir() and any(c.is_dir() and c.name.lower() in ("training", "validation") for c in path.iterdir()):
         return index_aihub(path)
+    if path.is_file():
+        raise NotADirectoryError(f"{path} is a file; give the folder that holds the data (an AI Hub root with "
+                                 "Training/ and Validation/, or an image folder)")
     raise ValueError(f"{path} is neither an AI Hub root (Training/, Validation/) nor a known preset folder; "
-                     "give --pattern with (?P<person>...) and (?P<label>...) groups")
+                     "give a pattern (--pattern on the command line, pattern= in Python) with (?P<person>...) "
+                     "and (?P<label>...) groups")
