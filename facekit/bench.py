@@ -88,7 +88,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .paths import PROJECT_ROOT, reports_dir, shared_datasets
+from .paths import PROJECT_ROOT, check_writable, reports_dir, shared_datasets
 
 
 @dataclass(frozen=True)
@@ -1009,7 +1009,7 @@ def run(quick: bool = False, out: Path | str | None = None, checkpoint: Path | s
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; pass --checkpoint with a facekit "
                                 "checkpoint (the shipped weights/demo_binary.pt is the default)")
-    out = Path(out) if out else reports_dir() / "bench.json"
+    out = check_writable(Path(out) if out else reports_dir() / "bench.json")  # now, not after minutes of work
     t_start = time.perf_counter()
     report: dict = {"mode": "quick" if quick else "full", "settings": asdict(settings), "machine": machine(),
                     "section_seconds": {}}

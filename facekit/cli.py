@@ -27,6 +27,7 @@ import numpy as np
 
 from . import extract as ex
 from .index import summary
+from .paths import check_writable
 from .sample import DEFAULT_CAP, report, sample
 from .sources import load_index, parse_label_map
 
@@ -42,23 +43,41 @@ def _index(args) -> "pd.DataFrame":  # noqa: F821
     return load_index(args.data, pattern=args.pattern, label_map=parse_label_map(args.label_map) or None)
 
 
+def _sample(args, df) -> "pd.DataFrame":  # noqa: F821
+    chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
+    if chosen.empty:
+        raise ValueError(f"no usable photos in {args.data or 'FACEKIT_DATA'}: every one of the {len(df)} files has a "
+                         f"problem; 'python -m facekit index {args.data or ''}' lists each with its reason")
+    return chosen
+
+
+def _where(row) -> str:
+    """A photo as a user finds it: ``ZIP :: member`` (its recovered name), or the file's own path in a folder."""
+    if str(row.container).lower().endswith(".zip") or not isinstance(row.member, str) or not row.member:
+        return f"{row.container} :: {row.name}"
+    return str(Path(row.container) / row.member)
+
+
 def cmd_index(args) -> int:
+    if args.out:
+        check_writable(args.out)
     df = _index(args)
     info = summary(df)
     print(json.dumps(info, ensure_ascii=False, indent=1))
     problems = df[df["problem"].notna()]
     for row in problems.itertuples():
-        print(f"problem: {row.container} :: {row.name}: {row.problem}", file=sys.stderr)
+        print(f"problem: {_where(row)}: {row.problem}", file=sys.stderr)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False, encoding="utf-8-sig")
         print(f"wrote {args.out} ({len(df)} rows)")
     return 0
 
 
 def cmd_extract(args) -> int:
+    if args.out:
+        check_writable(args.out, folder=True)
     df = _index(args)
-    chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
+    chosen = _sample(args, df)
     settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None)
     print(f"{len(chosen)} photos sampled from {df['container'].nunique()} containers "
           f"(at most {args.per_zip} each, seed {args.seed}); landmark cache: {args.cache or ex.cache_dir()}")
@@ -66,11 +85,10 @@ def cmd_extract(args) -> int:
     counts = table["status"].value_counts().to_dict()
     print("status:", json.dumps(counts, ensure_ascii=False))
     print(report(chosen, df)["by_class"].to_string())
-    for row in ex.failures(table).itertuples():
-        print(f"no landmarks: {row.container} :: {row.name}: {row.status} ({row.reason})", file=sys.stderr)
+    for row in table.loc[ex.failures(table).index].itertuples():
+        print(f"no landmarks: {_where(row)}: {row.status} ({row.reason})", file=sys.stderr)
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "table.csv", index=False, encoding="utf-8-sig")
         np.save(out / "landmarks.npy", landmarks)
         print(f"wrote {out}/table.csv and {out}/landmarks.npy {landmarks.shape} (pixel units)")
@@ -85,8 +103,9 @@ def cmd_crossval(args) -> int:
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
+    out = check_writable(args.out)  # now, not after hours of cross-validation
     df = _index(args)
-    chosen = sample(df, per_container=args.per_zip or None, seed=args.seed)
+    chosen = _sample(args, df)
     table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
@@ -108,9 +127,17 @@ def cmd_crossval(args) -> int:
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=1, default=float))
+    text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:  # the folder changed during the run: keep the results somewhere
+        import tempfile
+
+        kept = Path(tempfile.mkdtemp(prefix="facekit-crossval-")) / out.name
+        kept.write_text(text)
+        print(f"error: cannot write {out} ({exc}); the results are kept in {kept}", file=sys.stderr)
+        return 1
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
     print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
           f"accuracy {result['accuracy']:.3f}, recall {recall}, AUC {result['auc']:.3f} "
@@ -217,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # FileNotFoundError, NotADirectoryError, an --out not writable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,7 +37,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .index import BOX_COLUMNS
-from .paths import cache_dir
+from .paths import cache_dir, check_writable
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines drown the progress bar
 
@@ -174,6 +174,8 @@ def decode(data: bytes, draft_long_side: int | None = None, box=None,
     (:func:`_decode_jpeg_cv2`); everything else (PNG, TIFF, grey or CMYK JPEGs,
     a truncated JPEG, anything OpenCV refuses) by Pillow, which says what is wrong.
     """
+    if not data:
+        raise PhotoError("not_image", "empty file (0 bytes): the copy or download was cut off; copy it again")
     try:
         img = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
@@ -753,6 +755,7 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
         n_usable = int(usable.sum())
         print(f"{n_usable - total} of {n_usable} photos from the landmark cache, {total} to extract")
     if total:
+        check_writable(root / "landmarks", folder=True)  # a cache that cannot be written would lose every photo
         own_pool = None
         n_workers = workers or default_workers()
         if executor is None and n_workers > 1 and len(todo) > 1:

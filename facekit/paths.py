@@ -50,3 +50,27 @@ def reports_dir() -> Path:
 def smoke() -> bool:
     """True when ``FACEKIT_SMOKE`` asks notebooks for a quick run of the same code path."""
     return os.environ.get("FACEKIT_SMOKE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_writable(path: Path | str, folder: bool = False) -> Path:
+    """``path`` (a file to write; with ``folder``, a folder to write into), checked before long work starts.
+
+    Its folder is made and a probe file written there and removed, so an output that cannot be written
+    fails at once with an ``OSError`` naming it, not after hours of work whose result would be lost.
+    """
+    path = Path(path).expanduser()
+    where = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; give a file name, e.g. {path / 'out.json'}")
+    blocker = next((a for a in (where, *where.parents) if a.is_file()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder; choose another path")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".facekit-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write {path} ({exc.strerror or exc}: {exc.filename or where}); "
+                      "choose another path") from None
+    return path
