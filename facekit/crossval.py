@@ -103,6 +103,22 @@ def prepare(table: pd.DataFrame, landmarks: np.ndarray, protocol: Protocol = Pro
                     X[other], persons[other], lab[other], counts, rows[in_task], rows[other])
 
 
+def check_learnable(data: Prepared) -> None:
+    """A clear ``ValueError`` where ``data`` cannot train and test a model by person: a class of a two-class task
+    with no photo (or fewer than two classes with photos), or photos of fewer than two people."""
+    per_class = data.counts.get("per_class") or {c: int((data.y == i).sum()) for i, c in enumerate(data.classes)}
+    empty = [c for c, n in per_class.items() if n == 0]
+    if (empty and len(data.classes) == 2) or len(data.classes) - len(empty) < 2:
+        raise ValueError(f"no usable photo labelled {' or '.join(empty)} for task {data.protocol.task!r} (photos per "
+                         f"class: {per_class}, label policy {data.protocol.policy!r}); check that the label map "
+                         "(--label-map) sends a raw label to each class, and the photos' statuses (extract's table)")
+    people = np.unique(data.groups)
+    if len(people) < 2:
+        raise ValueError(f"the usable photos show {len(people)} person ({', '.join(map(str, people)) or 'none'}); "
+                         "testing on people absent from training needs at least 2: check the pattern's "
+                         "(?P<person>...) group and the photos' statuses")
+
+
 # ----------------------------------------------------------------------------- model selection
 
 MIN_PER_CLASS_FOR_THRESHOLD = 20
@@ -430,6 +446,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     if min_recall is not None and (not binary or model == "majority"):
         raise ValueError("--min-recall sets the threshold of a two-class model (binary or anxious-vs-rest, "
                          f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
+    check_learnable(data)
     splits = person_folds(g, folds, seed=seed)
     prob = np.full((len(y), n_classes), np.nan)
     pred = np.full(len(y), -1)

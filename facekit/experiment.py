@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import evaluate as ev
 from .checkpoint import normalization_meta
-from .crossval import Prepared, Protocol, _threshold, prepare
+from .crossval import Prepared, Protocol, _threshold, check_learnable, prepare
 from .labels import EMOTIONS
 from .model import ModelConfig
 from .split import official_split, person_split
@@ -79,6 +79,7 @@ def fit_on_split(data: Prepared, role: np.ndarray, kind: str = "resnet-mlp",
     baseline's), then frozen; the deep part learns the rest and the val people choose its
     epoch, 0 (the linear model alone) included (``TrainConfig.linear_C``).
     """
+    check_learnable(data)
     r = role[data.rows]
     tr, va = r == "train", r == "val"
     X, y = data.X, data.y
