@@ -12,6 +12,7 @@ exactly the normalisation the model was trained with.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,11 +20,13 @@ import numpy as np
 import torch
 
 from .model import FusedMLP, ModelConfig, ResNetMLP
-from .normalize import NORMALISATION_VERSION, NormalizeSettings, normalize
+from .normalize import MODES, NORMALISATION_VERSION, NormalizeSettings, normalize
 
 FORMAT = "facekit-checkpoint"
 FORMAT_VERSION = 1
 FEATURES = ("xyz", "xy")
+#: Model inputs per face for each feature layout: 478 landmarks × 3 or × 2.
+N_FEATURES = {"xyz": 478 * 3, "xy": 478 * 2}
 
 
 class CheckpointError(ValueError):
@@ -69,16 +72,16 @@ def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or pickled code that weights_only refuses
-        raise CheckpointError(f"{path} is not a loadable facekit checkpoint ({type(exc).__name__}: {exc}); "
-                              "retrain it with notebook 03") from None
+        raise CheckpointError(f"{path} is not a loadable facekit checkpoint ({_why_unloadable(path, exc)}); "
+                              "copy it again if it was cut off, or retrain it with notebook 03") from None
     meta = blob.get("meta") if isinstance(blob, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a facekit checkpoint (no facekit meta); the original system's "
                               ".pth files hold only weights: retrain with notebook 03")
-    problems = []
+    problems = _layout_problems(meta)
     if meta.get("format_version") != FORMAT_VERSION:
         problems.append(f"format_version: file {meta.get('format_version')}, this kit {FORMAT_VERSION}")
-    norm = meta.get("normalization", {})
+    norm = meta.get("normalization") if isinstance(meta.get("normalization"), dict) else {}
     if norm.get("version") != NORMALISATION_VERSION:
         problems.append(f"normalization version: file {norm.get('version')}, this kit {NORMALISATION_VERSION}")
     for key, want in (expect or {}).items():
@@ -100,6 +103,42 @@ def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "
         raise CheckpointError(f"{path}: weights do not fit the model config in the file ({exc})") from None
     model.to(device).eval()
     return Predictor(model, meta)
+
+
+def _why_unloadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in one line: torch's own messages run to paragraphs, and the one for
+    refused pickled objects suggests ``weights_only=False``, which would run any code the file holds."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a ZIP (an old torch: a pickle)
+        return f"not a PyTorch file: it starts with {head!r}"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects that a safe load (weights_only=True) refuses to run"
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else 'truncated or corrupt'}"
+
+
+def _layout_problems(meta: dict) -> list[str]:
+    """What in ``meta`` this kit cannot use: missing keys, an unknown feature layout or normalisation mode, a
+    model whose inputs or outputs do not match the layout's landmarks or the class names."""
+    missing = sorted({"classes", "task", "normalization", "features", "model_config"} - set(meta))
+    if missing:
+        return [f"meta lacks {missing}"]
+    problems = []
+    kind, config, classes = meta["features"], meta["model_config"], meta["classes"]
+    mode = meta["normalization"].get("mode") if isinstance(meta["normalization"], dict) else None
+    if mode not in MODES:
+        problems.append(f"normalization mode: file {mode!r}, this kit knows {MODES}")
+    if kind not in N_FEATURES:
+        problems.append(f"features: file {kind!r}, this kit knows {FEATURES}")
+    elif isinstance(config, dict) and config.get("n_features") != N_FEATURES[kind]:
+        problems.append(f"landmark layout: the model takes {config.get('n_features')} numbers per face, features "
+                        f"{kind!r} of 478 landmarks give {N_FEATURES[kind]}")
+    if isinstance(config, dict) and isinstance(classes, list) and config.get("n_classes") != len(classes):
+        problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
+    return problems
 
 
 class Predictor:
