@@ -704,6 +704,9 @@ class VideoFileSource(Source):
                     i += 1
             finally:
                 cap.release()
+            if i == 0 and offset == 0:  # OpenCV "opens" some files that are not videos and reads nothing from them
+                raise SourceError("source_error", f"OpenCV read no frame from {self.path}: it is not a video it can "
+                                  "decode; give a video file (an image folder for photos)")
             if not self.loop or i == 0:
                 return
             offset += i / fps
@@ -756,8 +759,9 @@ def open_source(spec: str | Path | Source | None, realtime: bool = False) -> Sou
         return FolderSource(path, realtime=realtime)
     if path.is_file():
         return VideoFileSource(path, realtime=realtime)
+    missing = "; no such file or folder: check the path" if path.suffix or "/" in text else ""
     raise SourceError("source_error", f"live source {text!r} is neither 'browser', 'camera[:N]', 'demo-video', "
-                      "a video file nor an image folder")
+                      f"a video file nor an image folder{missing}")
 
 
 def run(source: Source, pipeline: LivePipeline, on_result: Callable[[FrameResult, Frame], None] | None = None,
