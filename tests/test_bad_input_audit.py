@@ -1,0 +1,193 @@
+"""Bad input at every entry point: a clear error naming the file and what to do, and nothing already done lost."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from builders import jpeg_bytes
+
+from facekit import cli
+from facekit.checkpoint import CheckpointError, load
+from facekit.crossval import Protocol, crossval, prepare
+from facekit.extract import extract
+from facekit.live import SourceError, VideoFileSource, open_source
+from facekit.paths import PROJECT_ROOT
+from facekit.sources import FolderSpec, index_folder, load_index
+from facekit.synthetic import make_index
+
+PATTERN = r"(?P<person>[^/]+)/(?P<label>\w+)_\d+\.jpg"
+DEMO_WEIGHTS = PROJECT_ROOT / "weights" / "demo_binary.pt"
+
+
+def run(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FACEKIT_CACHE=str(cwd / "cache"))
+    env.pop("FACEKIT_DATA", None)
+    return subprocess.run([sys.executable, "-m", "facekit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=300)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Two people whose folders hold files of the same names: a real face in p1, bad files in p2."""
+    from facekit.demo import portrait
+
+    for person in ("p1", "p2"):
+        (tmp_path / "photos" / person).mkdir(parents=True)
+    good = jpeg_bytes(portrait(256))
+    (tmp_path / "photos" / "p1" / "anxious_1.jpg").write_bytes(good)
+    (tmp_path / "photos" / "p2" / "anxious_1.jpg").write_bytes(good[: len(good) // 2])
+    (tmp_path / "photos" / "p2" / "neutral_1.jpg").write_text("not an image")
+    (tmp_path / "photos" / "p2" / "neutral_2.jpg").write_bytes(b"")
+    return tmp_path / "photos"
+
+
+# ----------------------------------------------------------------------------- index
+
+def test_pattern_that_is_not_a_regex_is_named(photos):
+    with pytest.raises(ValueError, match=r"pattern '\(\[oops' is not a valid regular expression"):
+        index_folder(photos, FolderSpec("([oops"))
+
+
+def test_pattern_that_matches_nothing_shows_a_path_it_is_searched_in(photos):
+    with pytest.raises(ValueError, match="no image path under .* matches the pattern .*'p1/anxious_1.jpg'"):
+        index_folder(photos, FolderSpec(r"nomatch/(?P<person>x)(?P<label>y)"))
+
+
+def test_a_file_given_as_the_data_folder_is_named_as_a_file(photos):
+    photo = photos / "p1" / "anxious_1.jpg"
+    for call in (lambda: index_folder(photo, FolderSpec(PATTERN)), lambda: load_index(photo)):
+        with pytest.raises(NotADirectoryError, match=f"{photo} is a file"):
+            call()
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(photos, tmp_path):
+    """--out under a file, or a folder where a file is wanted: exit 2 at once, no traceback."""
+    blocker = photos / "p1" / "anxious_1.jpg"
+    cases = [("index", str(photos), "--pattern", PATTERN, "--out", str(blocker / "index.csv")),
+             ("extract", str(photos), "--pattern", PATTERN, "--out", str(blocker)),
+             ("crossval", str(photos), "--pattern", PATTERN, "--out", str(tmp_path))]
+    for args in cases:
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+        assert "photos from the landmark cache" not in result.stdout  # nothing was extracted first
+
+
+def test_crossval_results_are_kept_when_out_vanishes_during_the_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "gone" / "cv.json"
+    monkeypatch.setattr(cli, "check_writable", Path)  # as if the folder went away later
+    (tmp_path / "gone").write_text("a file where the folder was")
+    assert cli.main(["crossval", "demo", "--model", "majority", "--folds", "2", "--out", str(out),
+                     "--cache", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    kept = Path(err.split("the results are kept in ")[1].strip())
+    assert json.loads(kept.read_text())["n_people"] == 120
+
+
+def test_extract_names_each_bad_photo_by_its_own_path(photos, tmp_path):
+    """Two files called anxious_1.jpg: the message names the one that failed, not just its file name."""
+    result = run("extract", str(photos), "--pattern", PATTERN, "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{photos / 'p2' / 'anxious_1.jpg'}: unreadable" in result.stderr
+    assert f"{photos / 'p2' / 'neutral_1.jpg'}: not_image" in result.stderr
+    assert f"{photos / 'p2' / 'neutral_2.jpg'}: not_image (empty file (0 bytes)" in result.stderr
+
+
+def test_a_cache_that_cannot_be_written_is_named_before_extracting(photos, tmp_path):
+    blocker = photos / "p1" / "anxious_1.jpg"
+    result = run("extract", str(photos), "--pattern", PATTERN, "--cache", str(blocker), cwd=tmp_path)
+    assert result.returncode == 2 and f"{blocker} is a file, not a folder" in result.stderr
+    assert "FaceMesh" not in result.stderr
+
+
+def test_extract_with_no_usable_photo_says_so(photos, tmp_path):
+    result = run("extract", str(photos), "--pattern", PATTERN, "--label-map", "calm=neutral", cwd=tmp_path)
+    assert result.returncode == 2 and "no usable photos in" in result.stderr and "facekit index" in result.stderr
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+@pytest.fixture(scope="module")
+def demo():
+    index = make_index(n_people=6, photos_per_emotion=2)
+    return extract(index, progress=False)
+
+
+def test_a_class_without_photos_is_named_before_training(demo):
+    table, landmarks = demo
+    table = table.assign(emotion="중립")  # a label map that sends nothing to anxious
+    data = prepare(table, landmarks, Protocol())
+    with pytest.raises(ValueError, match=r"no usable photo labelled anxious .*'anxious': 0.*--label-map"):
+        crossval(data, folds=2, model="majority", progress=False)
+
+
+def test_one_person_is_named_before_training(demo):
+    table, landmarks = demo
+    data = prepare(table.assign(person="same"), landmarks, Protocol())
+    with pytest.raises(ValueError, match=r"show 1 person \(same\).*\(\?P<person>"):
+        crossval(data, folds=2, model="majority", progress=False)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _edited(tmp_path, edit) -> str:
+    blob = torch.load(DEMO_WEIGHTS, weights_only=True)
+    edit(blob["meta"])
+    path = tmp_path / "edited.pt"
+    torch.save(blob, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(features="xy"), "landmark layout: the model takes 1434 numbers per face"),
+    (lambda m: m["model_config"].update(n_features=468 * 3), "the model takes 1404 numbers"),
+    (lambda m: m.update(classes=["neutral", "anxious", "happy"]), "2 outputs for 3 class names"),
+    (lambda m: m.pop("classes"), r"meta lacks \['classes'\]"),
+    (lambda m: m["normalization"].update(mode="other"), "normalization mode: file 'other'"),
+])
+def test_a_checkpoint_that_does_not_fit_its_own_meta_is_refused_on_load(tmp_path, edit, message):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load(path)
+    assert path in str(err.value)
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "the file is empty"),
+                                             (b"hello, I am text", "not a PyTorch file")])
+def test_a_file_that_is_no_checkpoint_says_why_in_one_line(tmp_path, content, reason):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as err:
+        load(path)
+    assert "\n" not in str(err.value) and "weights_only` set to `False" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- live sources
+
+def test_a_live_source_that_gives_no_frame_is_an_error(tmp_path):
+    text = tmp_path / "clip.jpg"
+    text.write_text("not a video")
+    with pytest.raises(SourceError, match=f"OpenCV read no frame from {text}"):
+        next(VideoFileSource(text).frames())
+
+
+def test_a_live_source_path_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(SourceError, match="no such file or folder"):
+        open_source(str(tmp_path / "clip.mp4"))
+
+
+def test_the_shipped_weights_pass_the_new_checks(demo):
+    """The demo weights still load and score (the checks refuse nothing the kit writes)."""
+    predictor = load(DEMO_WEIGHTS)
+    table, landmarks = demo
+    ok = np.flatnonzero(table["status"] == "ok")[:2]
+    prob = predictor.predict_landmarks(landmarks[ok], table["width"].to_numpy()[ok], table["height"].to_numpy()[ok])
+    assert prob.shape == (2, 2) and np.isfinite(prob).all()
