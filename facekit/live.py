@@ -616,11 +616,13 @@ class LivePipeline:
 
 @dataclass
 class Frame:
-    """One frame from a source: ``data`` (bytes or an array), its timestamp ``t`` in seconds, ``bgr`` layout."""
+    """One frame from a source: ``data`` (bytes or an array), its timestamp ``t`` in seconds, ``bgr`` layout,
+    and ``path``, the file it was read from where each frame is one (an image folder's photos)."""
 
     data: object
     t: float
     bgr: bool = False
+    path: Path | None = None
 
 
 class Source:
@@ -736,7 +738,7 @@ class FolderSource(Source):
         if not files:
             raise SourceError("source_error", f"no images ({', '.join(self.EXTENSIONS)}) in {self.path}")
         for i, path in enumerate(files):
-            yield Frame(path.read_bytes(), i * self.seconds_per_image)
+            yield Frame(path.read_bytes(), i * self.seconds_per_image, path=path)
 
 
 def open_source(spec: str | Path | Source | None, realtime: bool = False) -> Source | None:
@@ -788,6 +790,8 @@ def run(source: Source, pipeline: LivePipeline, on_result: Callable[[FrameResult
                     elif stop.wait(delay):
                         break
             result = pipeline.process(frame.data, frame.t, bgr=frame.bgr)
+            if result.state == "corrupt_frame" and frame.path is not None:
+                result.message = f"{frame.path}: {result.message}"  # which photo to replace
             if on_result is not None:
                 on_result(result, frame)
     finally:

@@ -358,9 +358,11 @@ def test_a_folder_of_images_with_a_corrupt_file(plain, frames, tmp_path: Path):
     Image.fromarray(frames[2]).save(folder / "c.png")
     source = live.open_source(folder)
     assert isinstance(source, live.FolderSource)
-    states = []
-    live.run(source, live.LivePipeline(plain), on_result=lambda r, f: states.append((r.state, f.t)))
+    states, messages = [], []
+    live.run(source, live.LivePipeline(plain),
+             on_result=lambda r, f: (states.append((r.state, f.t)), messages.append(r.message)))
     assert states == [("ok", 0.0), ("corrupt_frame", 1.0), ("ok", 2.0)]
+    assert messages[1].startswith(f"{folder / 'b.jpg'}: frame 1 could not be decoded"), messages[1]
 
 
 def test_stop_ends_a_source_and_releases_it(plain, frames, tmp_path: Path):
