@@ -119,6 +119,23 @@ def check_learnable(data: Prepared) -> None:
                          "(?P<person>...) group and the photos' statuses")
 
 
+def _check_training_parts(data: Prepared, splits, folds) -> None:
+    """A clear ``ValueError`` where an outer fold's training part cannot choose a model on inner person folds:
+    fewer than two people in it, or a class with no photo in it (the held-out person holds them all)."""
+    for k, (tr, _) in enumerate(splits):
+        people = np.unique(data.groups[tr])
+        missing = [c for i, c in enumerate(data.classes) if not (data.y[tr] == i).any()]
+        if len(people) < 2:
+            raise ValueError(f"fold {k} of --folds {folds} trains on {len(people)} person ({people[0]}); choosing the "
+                             "model on inner folds by person needs at least 2 training people per fold: give "
+                             f"photos of more people (this data has {len(np.unique(data.groups))}), or use "
+                             "--model majority")
+        if missing and len(data.classes) == 2:
+            raise ValueError(f"fold {k} of --folds {folds} has no training photo labelled {' or '.join(missing)} "
+                             "(the people held out in that fold have all of them); give photos of that class "
+                             "from more people, or fewer folds")
+
+
 # ----------------------------------------------------------------------------- model selection
 
 MIN_PER_CLASS_FOR_THRESHOLD = 20
@@ -448,6 +465,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                          f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
     check_learnable(data)
     splits = person_folds(g, folds, seed=seed)
+    if model != "majority":
+        _check_training_parts(data, splits, folds)
     prob = np.full((len(y), n_classes), np.nan)
     pred = np.full(len(y), -1)
     pred_balanced = np.full(len(y), -1)  # with min_recall: what each fold's balanced-accuracy threshold gives

@@ -136,6 +136,26 @@ def test_one_person_is_named_before_training(demo):
         crossval(data, folds=2, model="majority", progress=False)
 
 
+def test_a_fold_that_trains_on_one_person_is_named_before_training(demo):
+    table, landmarks = demo
+    two = table.assign(person=np.where(table["person"] == table["person"].iloc[0], "a", "b"))
+    data = prepare(two, landmarks, Protocol())
+    assert sorted(set(data.groups)) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"fold 0 of --folds loso trains on 1 person \((a|b)\).*at least 2"):
+        crossval(data, folds="loso", model="logreg", progress=False)
+    assert crossval(data, folds="loso", model="majority", progress=False)["n_people"] == 2  # needs no inner folds
+
+
+def test_a_fold_whose_training_part_lacks_a_class_is_named_before_training(demo):
+    table, landmarks = demo
+    first = table["person"] == table["person"].iloc[0]
+    # only the first person keeps anxious photos: the fold that holds them out trains on neutral alone
+    data = prepare(table[~((table["emotion"] == "불안") & ~first)], landmarks[~((table["emotion"] == "불안") & ~first).to_numpy()],
+                   Protocol())
+    with pytest.raises(ValueError, match=r"fold \d+ of --folds loso has no training photo labelled anxious"):
+        crossval(data, folds="loso", model="logreg", progress=False)
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def _edited(tmp_path, edit) -> str:
