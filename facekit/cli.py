@@ -79,7 +79,9 @@ def cmd_extract(args) -> int:
     df = _index(args)
     chosen = _sample(args, df)
     settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None)
-    print(f"{len(chosen)} photos sampled from {df['container'].nunique()} containers "
+    unusable = df["container"].nunique() - chosen["container"].nunique()
+    print(f"{len(chosen)} photos sampled from {chosen['container'].nunique()} containers"
+          f"{f' ({unusable} more hold no usable photo)' if unusable else ''} "
           f"(at most {args.per_zip} each, seed {args.seed}); landmark cache: {args.cache or ex.cache_dir()}")
     table, landmarks = ex.extract(chosen, settings, workers=args.workers, cache=args.cache)
     counts = table["status"].value_counts().to_dict()

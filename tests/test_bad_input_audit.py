@@ -108,6 +108,19 @@ def test_a_cache_that_cannot_be_written_is_named_before_extracting(photos, tmp_p
     assert "FaceMesh" not in result.stderr
 
 
+def test_extract_counts_the_zips_it_samples_from_apart_from_unreadable_ones(tmp_path):
+    from builders import write_zip
+    from facekit.demo import portrait
+
+    name = f"{'a1' * 32}_여_20_불안_공공시설&종교&의료시설_20210202165501-001-007.jpg"
+    root = tmp_path / "aihub"
+    good = write_zip(root / "Training" / "[원천]EMOIMG_불안_TRAIN_01.zip", {name: jpeg_bytes(portrait(256))})
+    (root / "Training" / "[원천]EMOIMG_불안_TRAIN_02.zip").write_bytes(good.read_bytes()[:40])  # cut off
+    result = run("extract", str(root), "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 photos sampled from 1 containers (1 more hold no usable photo)" in result.stdout, result.stdout
+
+
 def test_extract_with_no_usable_photo_says_so(photos, tmp_path):
     result = run("extract", str(photos), "--pattern", PATTERN, "--label-map", "calm=neutral", cwd=tmp_path)
     assert result.returncode == 2 and "no usable photos in" in result.stderr and "facekit index" in result.stderr
