@@ -84,6 +84,7 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(photos, tmp_path
 def test_crossval_results_are_kept_when_out_vanishes_during_the_run(tmp_path, monkeypatch, capsys):
     out = tmp_path / "gone" / "cv.json"
     monkeypatch.setattr(cli, "check_writable", Path)  # as if the folder went away later
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the results are kept: not left in /tmp
     (tmp_path / "gone").write_text("a file where the folder was")
     assert cli.main(["crossval", "demo", "--model", "majority", "--folds", "2", "--out", str(out),
                      "--cache", str(tmp_path / "cache")]) == 1
