@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,44 @@ def test_the_shipped_weights_pass_the_new_checks(demo):
     ok = np.flatnonzero(table["status"] == "ok")[:2]
     prob = predictor.predict_landmarks(landmarks[ok], table["width"].to_numpy()[ok], table["height"].to_numpy()[ok])
     assert prob.shape == (2, 2) and np.isfinite(prob).all()
+
+
+# ----------------------------------------------------------------------------- warnings at the caller
+
+def _aihub_with_broken_zips(root: Path) -> Path:
+    """An AI Hub root with one readable image ZIP, one cut off, and a label ZIP cut off."""
+    from builders import write_zip
+    from facekit.demo import portrait
+
+    name = f"{'a1' * 32}_여_20_불안_공공시설&종교&의료시설_20210202165501-001-007.jpg"
+    good = write_zip(root / "Training" / "[원천]EMOIMG_불안_TRAIN_01.zip", {name: jpeg_bytes(portrait(64))})
+    (root / "Training" / "[원천]EMOIMG_불안_TRAIN_02.zip").write_bytes(good.read_bytes()[:40])
+    (root / "Training" / "[라벨]EMOIMG_불안_TRAIN.zip").write_bytes(good.read_bytes()[:40])
+    return root
+
+
+@pytest.mark.parametrize("entry", ["load_index", "index_aihub"])
+def test_a_corrupt_zip_warning_points_at_the_callers_line(tmp_path, entry):
+    """The warnings about unreadable ZIPs name the file and what to do, and are reported at the user's own
+    call (this file), not inside facekit, whichever public entry point indexed the root."""
+    from facekit.index import index_aihub
+
+    root = _aihub_with_broken_zips(tmp_path / "aihub")
+    call = {"load_index": load_index, "index_aihub": index_aihub}[entry]
+    with pytest.warns(UserWarning) as caught:
+        index = call(root)
+    about_zips = [w for w in caught if "cannot read this" in str(w.message)]
+    assert len(about_zips) == 2, [str(w.message) for w in caught]
+    assert any("TRAIN_02.zip: cannot read this ZIP" in str(w.message) and "Re-download it" in str(w.message)
+               for w in about_zips)
+    assert any("[라벨]EMOIMG_불안_TRAIN.zip: cannot read this label ZIP" in str(w.message) for w in about_zips)
+    assert {w.filename for w in about_zips} == {__file__}
+    assert index["container"].str.endswith("TRAIN_02.zip").any()
+
+
+def test_a_corrupt_zip_warning_can_still_be_made_an_error(tmp_path):
+    root = _aihub_with_broken_zips(tmp_path / "aihub")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="cannot read this"):
+            load_index(root)
