@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .labels import TASKS, task_classes
 from .model import FusedMLP, ModelConfig, ResNetMLP
 from .normalize import MODES, NORMALISATION_VERSION, NormalizeSettings, normalize
 
@@ -138,6 +139,14 @@ def _layout_problems(meta: dict) -> list[str]:
                         f"{kind!r} of 478 landmarks give {N_FEATURES[kind]}")
     if isinstance(config, dict) and isinstance(classes, list) and config.get("n_classes") != len(classes):
         problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
+    # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
+    # list, so class names that are not the task's would label the outputs wrongly without any error
+    task = meta["task"]
+    if task not in TASKS:
+        problems.append(f"task {task!r} with classes {classes}: this kit knows the tasks {TASKS}")
+    elif not isinstance(classes, list) or tuple(classes) != task_classes(task):
+        problems.append(f"task {task!r} has the classes {list(task_classes(task))}, the file names {classes} "
+                        "(re-export it with its real task, or retrain)")
     return problems
 
 

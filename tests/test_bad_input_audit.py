@@ -267,3 +267,27 @@ def test_a_corrupt_zip_warning_can_still_be_made_an_error(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(UserWarning, match="cannot read this"):
             load_index(root)
+
+
+# ----------------------------------------------------------------------------- checkpoint task and classes
+
+@pytest.mark.parametrize("task, classes", [
+    ("binary", ["neutral", "anxious", "happy"]),
+    ("7class", ["neutral", "anxious"]),
+    ("binary", ["rest", "anxious"]),
+    ("anxious-vs-rest", ["neutral", "anxious"]),
+    ("no-such-task", ["neutral", "anxious"]),
+])
+def test_a_checkpoint_whose_task_disagrees_with_its_classes_is_refused_without_expect(tmp_path, task, classes):
+    path = _edited(tmp_path, lambda m: m.update(task=task, classes=classes))
+    with pytest.raises(CheckpointError, match=f"task {task!r}") as err:
+        load(path)
+    message = str(err.value)
+    assert path in message and str(classes) in message and "\n" not in message
+    assert "etrain" in message or "re-export" in message
+
+
+def test_the_shipped_checkpoints_still_load():
+    for path in sorted((PROJECT_ROOT / "weights").glob("*.pt")):
+        predictor = load(path)
+        assert predictor.task == "binary" and predictor.classes == ("neutral", "anxious"), path
