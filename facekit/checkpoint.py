@@ -13,6 +13,7 @@ exactly the normalisation the model was trained with.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,8 +74,10 @@ def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or pickled code that weights_only refuses
-        raise CheckpointError(f"{path} is not a loadable facekit checkpoint ({_why_unloadable(path, exc)}); "
-                              "copy it again if it was cut off, or retrain it with notebook 03") from None
+        error = CheckpointError(f"{path} is not a loadable facekit checkpoint ({_why_unloadable(path, exc)}); "
+                                "copy or download it again if it was cut off, or retrain it with notebook 03")
+        # torch's own error stays chained for debugging, except a refused pickle's: it advises weights_only=False
+        raise error from (None if isinstance(exc, pickle.UnpicklingError) else exc)
     meta = blob.get("meta") if isinstance(blob, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a facekit checkpoint (no facekit meta); the original system's "
@@ -115,10 +118,20 @@ def _why_unloadable(path: Path, exc: Exception) -> str:
         return "the file is empty"
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a ZIP (an old torch: a pickle)
         return f"not a PyTorch file: it starts with {head!r}"
+    if head.startswith(b"PK"):
+        # a ZIP's directory is at its end: a copy cut off anywhere has none
+        if not zipfile.is_zipfile(path):
+            return f"it is cut off or corrupt: a PyTorch ZIP of {path.stat().st_size} bytes without its end"
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "it is corrupt: its ZIP directory cannot be read"
+        if not any(n.endswith("/data.pkl") for n in names):
+            return "it is a ZIP archive but not a PyTorch checkpoint (no data.pkl in it)"
     if isinstance(exc, pickle.UnpicklingError):
         return "it holds Python objects that a safe load (weights_only=True) refuses to run"
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else 'truncated or corrupt'}"
+    return "it is cut off or corrupt: PyTorch cannot read its contents"
 
 
 def _layout_problems(meta: dict) -> list[str]:

@@ -291,3 +291,31 @@ def test_the_shipped_checkpoints_still_load():
     for path in sorted((PROJECT_ROOT / "weights").glob("*.pt")):
         predictor = load(path)
         assert predictor.task == "binary" and predictor.classes == ("neutral", "anxious"), path
+
+
+# ----------------------------------------------------------------------------- truncated checkpoints
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 40])
+def test_a_truncated_checkpoint_says_so_in_the_kits_words(tmp_path, keep):
+    data = DEMO_WEIGHTS.read_bytes()
+    path = tmp_path / "cut.pt"
+    path.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert "cut off" in message and ("copy" in message or "download" in message) and "retrain" in message
+    for internal in ("PytorchStreamReader", "miniz", "RuntimeError", "central directory"):
+        assert internal not in message
+    assert err.value.__cause__ is not None  # torch's own error stays chained for debugging
+
+
+def test_a_zip_that_is_not_a_checkpoint_says_so(tmp_path):
+    import zipfile
+
+    path = tmp_path / "photos.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.txt", "hello")
+    with pytest.raises(CheckpointError, match="a ZIP archive but not a PyTorch checkpoint") as err:
+        load(path)
+    assert str(path) in str(err.value) and "PytorchStreamReader" not in str(err.value)
