@@ -5,7 +5,7 @@
         [--min-face-side 256] [--cache DIR] [--out DIR]
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
-        [--calibration none|personal-neutral] [--seed N]
+        [--calibration none|personal-neutral] [--seed N] [--workers N]
         (more: python -m facekit crossval --help)
     python -m facekit bench [--quick] [--out reports/bench.json]
         (every stage against FaceMesh alone and the original design; README, Benchmarks)
@@ -123,7 +123,7 @@ def cmd_crossval(args) -> int:
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
-                      min_recall=args.min_recall)
+                      min_recall=args.min_recall, workers=args.workers)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -230,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that extract the landmarks, then train the outer folds side by side (default: "
+                        "every core); the torch threads (OMP_NUM_THREADS, else one per core) are shared among them, "
+                        "and with one thread per fold the numbers are those of --workers 1 with OMP_NUM_THREADS=1")
     p.add_argument("--cache", default=None)
     p.set_defaults(func=cmd_crossval)
     p = sub.add_parser("bench", help="benchmark every stage against FaceMesh alone and the original design")

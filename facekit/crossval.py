@@ -10,6 +10,7 @@ the training part's people only.
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -443,7 +444,8 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
 def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int = 0, inner_folds="auto",
              model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
-             mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None) -> dict:
+             mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
+             workers: int | None = 1, threads: int | None = None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -453,7 +455,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     (:data:`LINEAR_PATHS`); ``min_recall`` (two classes): each fold's threshold is the highest cut whose
     pooled out-of-fold anxious recall on its inner folds is at least that, instead of the one maximising
     balanced accuracy; the result then also holds what the balanced-accuracy thresholds give
-    (``balanced_threshold``), from the same models."""
+    (``balanced_threshold``), from the same models.  ``workers``: processes that train the outer folds
+    side by side (``None``: one per core; see :func:`fold_workers`); each trains with ``threads`` torch
+    threads (default: this process's divided among the workers).  A fold's numbers do not depend on which process or in which
+    order it ran: with one thread per worker they equal those of ``workers=1`` under ``OMP_NUM_THREADS=1``."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -465,6 +470,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                          f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
     check_learnable(data)
     splits = person_folds(g, folds, seed=seed)
+    for tr, te in splits:
+        assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
     if model != "majority":
         _check_training_parts(data, splits, folds)
     prob = np.full((len(y), n_classes), np.nan)
@@ -474,27 +481,29 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     fold_of = np.full(len(y), -1)
     other_p = np.full(len(data.X_other), np.nan)
     other_thr = np.full(len(data.X_other), np.nan)
-    fold_rows = []
-    for k, (tr, te) in enumerate(tqdm(splits, desc=f"{model} folds", unit="fold", disable=not progress)):
-        assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
-        clf = make_model(model, n_classes, seed, inner_folds, model_config, train_config, layouts, ensemble,
-                         mirror, linear_path, min_recall).fit(X[tr], y[tr], g[tr])
-        prob[te] = clf.predict_proba(X[te])
-        thr = clf.threshold_ if binary else None
+    fold_rows = [None] * len(splits)
+    params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
+                  layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
+    n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
+    bar = tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress)
+    for out in _run_folds(data, splits, model, params, n_workers, threads):
+        k, te = out["fold"], splits[out["fold"]][1]
+        prob[te] = out["prob"]
+        thr = out["threshold"]
         pred[te] = ev.predict_with_threshold(prob[te], thr)
         if min_recall is not None:
-            pred_balanced[te] = ev.predict_with_threshold(prob[te], clf.selected_["threshold_balanced"])
+            pred_balanced[te] = ev.predict_with_threshold(prob[te], out["selected"]["threshold_balanced"])
         fold_of[te] = k
-        test_people = sorted(set(g[te]))
-        if len(data.X_other):
-            rows = np.isin(data.groups_other, test_people)
-            if rows.any():
-                other_p[rows] = clf.predict_proba(data.X_other[rows])[:, -1] if binary else np.nan
-                other_thr[rows] = thr if thr is not None else 0.5
-                if min_recall is not None:
-                    other_thr_balanced[rows] = clf.selected_["threshold_balanced"]
-        fold_rows.append({"fold": k, "test_people": test_people, "n_train": int(len(tr)), "n_test": int(len(te)),
-                          **{k2: v for k2, v in clf.selected_.items()}})
+        rows = out["other_rows"]
+        if rows is not None and rows.any():
+            other_p[rows] = out["other_p"] if binary else np.nan
+            other_thr[rows] = thr if thr is not None else 0.5
+            if min_recall is not None:
+                other_thr_balanced[rows] = out["selected"]["threshold_balanced"]
+        fold_rows[k] = {"fold": k, "test_people": out["test_people"], "n_train": int(len(splits[k][0])),
+                        "n_test": int(len(te)), **out["selected"]}
+        bar.update()
+    bar.close()
     report = ev.classification_report(y, prob, data.classes, None)
     # with per-fold thresholds the hard predictions are the folds' own
     report_pred = _report_from_pred(y, pred, prob, data.classes)
@@ -554,8 +563,79 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["folds_detail"] = fold_rows
     result["n_folds"] = len(splits)
     result["runtime_s"] = round(time.time() - t0, 1)
-    result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+    result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+                         "workers": n_workers, "torch_threads_per_fold": threads}
     return result
+
+
+def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) -> tuple[int, int | None]:
+    """(processes, torch threads in each) for training ``n_folds`` outer folds: ``workers`` processes
+    (``None``: one per core), never more than the folds; with more than one, each process trains with
+    ``threads`` threads, by default this process's torch threads (``OMP_NUM_THREADS``; else one per core)
+    divided among them (at least 1), so that they do not fight over the cores.  One process trains in this one, with its threads as they are (``None``) unless ``threads``
+    is given."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cores if workers is None else int(workers)
+    if n < 1:
+        raise ValueError(f"--workers {workers}: give 1 or more processes (or leave it out: one per core)")
+    n = max(1, min(n, n_folds))
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"threads={threads}: give 1 or more torch threads per fold")
+    # this process's threads (OMP_NUM_THREADS, torch.set_num_threads, else the cores) shared among the workers
+    return n, (int(threads) if threads is not None else max(1, min(torch.get_num_threads(), cores) // n)
+               if n > 1 else None)
+
+
+def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict,
+              threads: int | None) -> dict:
+    """Train one outer fold's model (its inner folds choose everything) and score its held-out rows:
+    the unit of work of :func:`crossval`, run in this process or a worker."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr)
+        binary = n_classes == 2
+        return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
+                "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
+                "selected": dict(clf.selected_)}
+    finally:
+        torch.set_num_threads(before)  # in this process: the caller's setting back
+
+
+def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None):
+    """Yield each outer fold's :func:`_fit_fold` result (with ``test_people`` and ``other_rows``, the rows
+    of ``data.X_other`` it scored), in fold order with one process, as they finish with several (joblib's
+    process pool: workers that fail or are interrupted are stopped with the run)."""
+    X, y, g = data.X, data.y, data.groups
+
+    def task(k):
+        tr, te = splits[k]
+        people = sorted(set(g[te]))
+        rows = np.isin(data.groups_other, people) if len(data.X_other) else None
+        other = data.X_other[rows] if rows is not None else data.X_other[:0]
+        return (k, X[tr], y[tr], g[tr], X[te], other, len(data.classes), model, params, threads), people, rows
+
+    def finish(out, people, rows):
+        out["test_people"], out["other_rows"] = people, rows
+        return out
+
+    if n_workers == 1:
+        for k in range(len(splits)):
+            args, people, rows = task(k)
+            yield finish(_fit_fold(*args), people, rows)
+        return
+    from joblib import Parallel, delayed
+
+    tasks = [task(k) for k in range(len(splits))]
+    run = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
+    for out in run(delayed(_fit_fold)(*args) for args, _, _ in tasks):
+        _, people, rows = tasks[out["fold"]]
+        yield finish(out, people, rows)
 
 
 def _rest_false_alarms(pred: np.ndarray, emotion: np.ndarray) -> dict:

@@ -235,6 +235,33 @@ def test_crossval_is_deterministic(binary):
         assert a[key] == b[key], key
 
 
+@pytest.mark.parametrize("model,kwargs", [("resnet-mlp", dict(FAST_MLP, inner_folds=2)), ("logreg", {})])
+def test_folds_in_worker_processes_give_the_same_numbers(binary, model, kwargs):
+    """``workers=2``: the outer folds train in two processes (one torch thread each here), finish in any order,
+    and give exactly what one process gives."""
+    one = crossval(binary, folds=4, model=model, progress=False, n_boot=50, workers=1, **kwargs)
+    two = crossval(binary, folds=4, model=model, progress=False, n_boot=50, workers=2, **kwargs)
+    assert one["machine"]["workers"] == 1 and one["machine"]["torch_threads_per_fold"] is None
+    assert two["machine"]["workers"] == 2 and two["machine"]["torch_threads_per_fold"] == 1
+    for r in (one, two):
+        r.pop("runtime_s"), r.pop("machine")
+    assert json.dumps(one, default=float) == json.dumps(two, default=float)
+    assert [f["fold"] for f in two["folds_detail"]] == [0, 1, 2, 3]
+
+
+def test_fold_workers():
+    from facekit.crossval import fold_workers
+
+    assert fold_workers(1, 10) == (1, None)
+    assert fold_workers(8, 3) == (3, 1)  # never more processes than folds; torch has 1 thread here
+    assert fold_workers(2, 10, threads=3) == (2, 3)
+    assert fold_workers(None, 10)[0] == min(10, len(os.sched_getaffinity(0)))
+    with pytest.raises(ValueError, match="--workers 0"):
+        fold_workers(0, 10)
+    with pytest.raises(ValueError, match="threads=0"):
+        fold_workers(2, 10, threads=0)
+
+
 def test_loso(binary):
     result = crossval(binary, folds="loso", model="majority", progress=False, n_boot=50)
     _check_result(result, binary)
@@ -315,6 +342,23 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert result["n_other_scored"] == result["n_other_emotions"] > 0
     assert set(result["false_alarm_by_emotion"]) <= set(EMOTIONS.values()) - {"neutral", "anxious"}
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
+
+
+def test_cli_crossval_workers_give_the_same_json(jaffe_cli, jaffe_root, tmp_path):
+    """``--workers 2`` trains the folds in two processes: the JSON is the ``--workers 1`` run's (one thread each)."""
+    _proc, out1, cache = jaffe_cli
+    out2 = tmp_path / "jaffe2.json"
+    env = dict(os.environ, FACEKIT_CACHE=str(cache), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    args = [sys.executable, "-m", "facekit", "crossval", str(jaffe_root), "--out", str(out2), "--cache", str(cache),
+            "--model", "resnet-mlp", "--folds", "3", "--inner-folds", "1", "--epochs", "3", "--workers", "2"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert two["machine"]["workers"] == 2 and one["machine"]["workers"] == 1
+    for r in (one, two):
+        for key in ("runtime_s", "machine", "created"):
+            r.pop(key)
+    assert one == two
 
 
 @pytest.mark.parametrize("choice, linear_skips, linear_path, extra", [
