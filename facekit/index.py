@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import unicodedata
 import warnings
 import zipfile
@@ -94,6 +95,16 @@ def read_label_json(data: bytes, origin: str = "<bytes>") -> list[dict]:
     return [r for r in records if isinstance(r, dict)]
 
 
+
+def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` reported at the first line outside the facekit package (the user's notebook cell
+    or script), however deep inside the kit it was raised (``skip_file_prefixes`` is Python 3.12+)."""
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
 def _label_records(label_zip: Path) -> dict[str, dict]:
     """filename → label record, from every JSON in a label ZIP.  A broken ZIP or JSON
     is reported with a warning and skipped: its photos are still indexed, unlabelled."""
@@ -106,14 +117,14 @@ def _label_records(label_zip: Path) -> dict[str, dict]:
                 try:
                     records = read_label_json(zf.read(info), f"{label_zip} :: {recover_name(info)}")
                 except ValueError as exc:
-                    warnings.warn(str(exc), stacklevel=3)
+                    warn_at_caller(str(exc))
                     continue
                 for rec in records:
                     if "filename" in rec:
                         out[unicodedata.normalize("NFC", str(rec["filename"]))] = rec
     except (zipfile.BadZipFile, OSError) as exc:
-        warnings.warn(f"{label_zip}: cannot read this label ZIP ({exc}); its photos stay unlabelled "
-                      "(policies other than 'uploader' drop them). Re-download it.", stacklevel=3)
+        warn_at_caller(f"{label_zip}: cannot read this label ZIP ({exc}); its photos stay unlabelled "
+                       "(policies other than 'uploader' drop them). Re-download it.")
     return out
 
 
@@ -188,8 +199,8 @@ def index_aihub(root: Path | str) -> pd.DataFrame:
             with zipfile.ZipFile(z.zip) as zf:
                 infos = [i for i in zf.infolist() if not i.is_dir()]
         except (zipfile.BadZipFile, OSError) as exc:
-            warnings.warn(f"{z.zip}: cannot read this ZIP ({exc}); it is listed with a problem. "
-                          "Re-download it (or check the copy finished).", stacklevel=2)
+            warn_at_caller(f"{z.zip}: cannot read this ZIP ({exc}); it is listed with a problem. "
+                           "Re-download it (or check the copy finished).")
             rows.append({"source": "aihub", "split": z.split, "container": z.zip, "member": "",
                          "name": Path(z.zip).name, "zip_emotion": z.emotion, "crc": None, "bytes": None,
                          "labelled": False, "problem": f"ZIP cannot be read ({exc}); re-download it"})

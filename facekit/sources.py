@@ -7,7 +7,6 @@ extraction and everything after work the same on any of them.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,18 +115,6 @@ def index_preset(name: str, root: Path | str | None = None) -> pd.DataFrame:
     return index_folder(root or shared_datasets() / name, PRESETS[name], source=name)
 
 
-def _warning_at_caller(index, path: Path) -> pd.DataFrame:
-    """``index(path)`` with its warnings (a ZIP that cannot be read) given again at the caller of
-    :func:`load_index`: they are raised for the caller of ``index_aihub``, which is this file when it is
-    called from here, and a warning should point at the user's line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # record each one; the caller's filters apply when it is given again
-        out = index(path)
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=3)  # 1 here, 2 load_index, 3 its caller
-    return out
-
-
 def load_index(data: str | Path | None = None, pattern: str | None = None,
                label_map: dict[str, str] | None = None, **synthetic_options) -> pd.DataFrame:
     """One entry point: an AI Hub root, a preset folder (jaffe, ckplus), any folder with
@@ -155,7 +142,7 @@ def load_index(data: str | Path | None = None, pattern: str | None = None,
     if path.name.lower() in PRESETS:
         return index_folder(path, PRESETS[path.name.lower()], source=path.name.lower())
     if path.is_dir() and any(c.is_dir() and c.name.lower() in ("training", "validation") for c in path.iterdir()):
-        return _warning_at_caller(index_aihub, path)
+        return index_aihub(path)
     if path.is_file():
         raise NotADirectoryError(f"{path} is a file; give the folder that holds the data (an AI Hub root with "
                                  "Training/ and Validation/, or an image folder)")
