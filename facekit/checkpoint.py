@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one with notebook 03 or pick a file "
                                 "in weights/")
+    _check_crc(path)
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, or pickled code that weights_only refuses
@@ -108,6 +110,19 @@ def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "
     model.to(device).eval()
     return Predictor(model, meta)
 
+
+
+def _check_crc(path: Path) -> None:
+    """A ZIP checkpoint's members against their CRC-32s: ``torch.load`` does not check them, so bytes changed
+    in the middle of a copy would load as other weights and score silently (a few ms for the shipped files)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
+        return  # not a readable ZIP: torch.load's failure is explained by _why_unloadable
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: its part {bad!r} fails its CRC check (the file changed after it "
+                              "was written); copy or download it again, or retrain it with notebook 03")
 
 def _why_unloadable(path: Path, exc: Exception) -> str:
     """Why ``torch.load`` refused ``path``, in one line: torch's own messages run to paragraphs, and the one for

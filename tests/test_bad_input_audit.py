@@ -319,3 +319,20 @@ def test_a_zip_that_is_not_a_checkpoint_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="a ZIP archive but not a PyTorch checkpoint") as err:
         load(path)
     assert str(path) in str(err.value) and "PytorchStreamReader" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- bytes changed inside a checkpoint
+
+def test_a_checkpoint_with_bytes_changed_inside_is_refused(tmp_path):
+    """torch.load does not check the ZIP's CRC-32s: 200 zeroed bytes in the middle of the weights loaded and
+    scored as other weights.  The kit checks them and names the file, the damaged part and what to do."""
+    blob = bytearray(DEMO_WEIGHTS.read_bytes())
+    middle = len(blob) // 2
+    blob[middle:middle + 200] = bytes(200)
+    damaged = tmp_path / "copied.pt"
+    damaged.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="fails its CRC check") as info:
+        load(damaged)
+    message = str(info.value)
+    assert str(damaged) in message and "copy or download it again" in message and "\n" not in message
+    assert load(DEMO_WEIGHTS).meta["task"] == "binary"  # the intact file still loads
