@@ -253,5 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished photos are cached; run the same command again to resume", file=sys.stderr)
+        done = ("the landmarks extracted so far are cached, the folds trained so far are not kept; run the same "
+                "command again" if args.command == "crossval"
+                else "finished photos are cached; run the same command again to resume")
+        print(f"interrupted: {done}", file=sys.stderr)
         return 130

@@ -150,28 +150,58 @@ def public(report: dict) -> dict:
 
 
 def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, variants: dict,
-            n_boot: int = 200, progress: bool = True) -> pd.DataFrame:
+            n_boot: int = 200, progress: bool = True, workers: int | None = 1,
+            threads: int | None = None) -> pd.DataFrame:
     """Train and test each variant on the same split.
 
     ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...,
     linear_path=...).
     Returns one row per variant with test accuracy, balanced accuracy (95% CI by person),
-    AUC, anxious recall and false alarms on other emotions.
+    AUC, anxious recall and false alarms on other emotions.  ``workers``: processes that
+    train the variants side by side (``None``: one per core), each with ``threads`` torch
+    threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
+    trains its folds; a variant's numbers do not depend on where it ran.
     """
     from tqdm.auto import tqdm
 
-    rows = []
-    for name, v in tqdm(variants.items(), desc="variants", disable=not progress):
+    from .crossval import fold_workers
+
+    names = list(variants)
+    n_workers, threads = fold_workers(workers, len(names), threads)
+    jobs = [(name, variants[name], table, landmarks, role, n_boot, threads) for name in names]
+    if n_workers == 1:
+        done = (_compare_one(*job) for job in jobs)
+    else:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
+            delayed(_compare_one)(*job) for job in jobs)
+    rows = {}
+    for row in tqdm(done, total=len(names), desc="variants", disable=not progress):
+        rows[row["variant"]] = row
+    return pd.DataFrame([rows[name] for name in names]).set_index("variant")
+
+
+def _compare_one(name: str, v: dict, table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, n_boot: int,
+                 threads: int | None) -> dict:
+    """One row of :func:`compare`: prepare, train on the train people, test on the test people."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
         data = prepare(table, landmarks, v.get("protocol", Protocol()))
         fitted = fit_on_split(data, role, v.get("kind", "resnet-mlp"), v.get("model_config", ModelConfig()),
                               v.get("train_config", TrainConfig()), linear_path=v.get("linear_path", "trained"))
         rep = evaluate_on_split(data, role, fitted, n_boot=n_boot)
-        ci = rep["balanced_accuracy_ci95"]
-        rows.append({"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],
-                     "bal_acc_ci95": f"{ci[0]:.2f}–{ci[1]:.2f}", "auc": rep.get("auc"),
-                     "anxious_recall": rep["recall"].get("anxious"),
-                     "false_alarm_other": rep.get("false_alarm_other"), "selected": fitted.selected})
-    return pd.DataFrame(rows).set_index("variant")
+    finally:
+        torch.set_num_threads(before)
+    ci = rep["balanced_accuracy_ci95"]
+    return {"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],
+            "bal_acc_ci95": f"{ci[0]:.2f}–{ci[1]:.2f}", "auc": rep.get("auc"),
+            "anxious_recall": rep["recall"].get("anxious"),
+            "false_alarm_other": rep.get("false_alarm_other"), "selected": fitted.selected}
 
 
 def checkpoint_meta(data: Prepared, table: pd.DataFrame, role: np.ndarray, split_info: dict,

@@ -187,6 +187,20 @@ def test_compare_variants_on_one_split(dataset, split):
         assert col in out.columns
 
 
+def test_compare_in_worker_processes_gives_the_same_table(dataset, split):
+    """``workers=2``: the variants train in two processes (one torch thread each here), finish in any order,
+    and the table, rows in the order given, is the one-process table."""
+    table, landmarks = dataset
+    role, _ = split
+    variants = {"MLP": {"model_config": MC, "train_config": TC},
+                "MLP, no noise": {"model_config": MC, "train_config": replace(TC, noise_sigma=0.0)},
+                "logreg": {"kind": "logreg"}}
+    one = compare(table, landmarks, role, variants, n_boot=50, progress=False, workers=1)
+    two = compare(table, landmarks, role, variants, n_boot=50, progress=False, workers=2)
+    assert list(two.index) == list(variants)
+    assert one.to_json() == two.to_json()
+
+
 def test_anxious_vs_rest_on_a_split(dataset, split):
     """The rest holds neutral and happy photos; false alarms are counted on the happy ones."""
     role, _ = split
