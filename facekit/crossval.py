@@ -457,8 +457,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     balanced accuracy; the result then also holds what the balanced-accuracy thresholds give
     (``balanced_threshold``), from the same models.  ``workers``: processes that train the outer folds
     side by side (``None``: one per core; see :func:`fold_workers`); each trains with ``threads`` torch
-    threads (default: this process's divided among the workers).  A fold's numbers do not depend on which process or in which
-    order it ran: with one thread per worker they equal those of ``workers=1`` under ``OMP_NUM_THREADS=1``."""
+    threads (default: this process's divided among the workers).  A fold gets the same data and seed
+    whichever process runs it and in whichever order: with one thread per worker the numbers equal those
+    of ``workers=1`` under ``OMP_NUM_THREADS=1``."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -572,8 +573,8 @@ def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) 
     """(processes, torch threads in each) for training ``n_folds`` outer folds: ``workers`` processes
     (``None``: one per core), never more than the folds; with more than one, each process trains with
     ``threads`` threads, by default this process's torch threads (``OMP_NUM_THREADS``; else one per core)
-    divided among them (at least 1), so that they do not fight over the cores.  One process trains in this one, with its threads as they are (``None``) unless ``threads``
-    is given."""
+    divided among them (at least 1), so that they do not fight over the cores.  One process trains in
+    this one, with its threads as they are (``None``) unless ``threads`` is given."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
