@@ -486,25 +486,24 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
-    bar = tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress)
-    for out in _run_folds(data, splits, model, params, n_workers, threads):
-        k, te = out["fold"], splits[out["fold"]][1]
-        prob[te] = out["prob"]
-        thr = out["threshold"]
-        pred[te] = ev.predict_with_threshold(prob[te], thr)
-        if min_recall is not None:
-            pred_balanced[te] = ev.predict_with_threshold(prob[te], out["selected"]["threshold_balanced"])
-        fold_of[te] = k
-        rows = out["other_rows"]
-        if rows is not None and rows.any():
-            other_p[rows] = out["other_p"] if binary else np.nan
-            other_thr[rows] = thr if thr is not None else 0.5
+    with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
+        for out in _run_folds(data, splits, model, params, n_workers, threads):
+            k, te = out["fold"], splits[out["fold"]][1]
+            prob[te] = out["prob"]
+            thr = out["threshold"]
+            pred[te] = ev.predict_with_threshold(prob[te], thr)
             if min_recall is not None:
-                other_thr_balanced[rows] = out["selected"]["threshold_balanced"]
-        fold_rows[k] = {"fold": k, "test_people": out["test_people"], "n_train": int(len(splits[k][0])),
-                        "n_test": int(len(te)), **out["selected"]}
-        bar.update()
-    bar.close()
+                pred_balanced[te] = ev.predict_with_threshold(prob[te], out["selected"]["threshold_balanced"])
+            fold_of[te] = k
+            rows = out["other_rows"]
+            if rows is not None and rows.any():
+                other_p[rows] = out["other_p"] if binary else np.nan
+                other_thr[rows] = thr if thr is not None else 0.5
+                if min_recall is not None:
+                    other_thr_balanced[rows] = out["selected"]["threshold_balanced"]
+            fold_rows[k] = {"fold": k, "test_people": out["test_people"], "n_train": int(len(splits[k][0])),
+                            "n_test": int(len(te)), **out["selected"]}
+            bar.update()
     report = ev.classification_report(y, prob, data.classes, None)
     # with per-fold thresholds the hard predictions are the folds' own
     report_pred = _report_from_pred(y, pred, prob, data.classes)
@@ -634,7 +633,7 @@ def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int,
 
     tasks = [task(k) for k in range(len(splits))]
     run = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
-    for out in run(delayed(_fit_fold)(*args) for args, _, _ in tasks):
+    for out in run(delayed(in_worker)(_fit_fold, *args) for args, _, _ in tasks):
         _, people, rows = tasks[out["fold"]]
         yield finish(out, people, rows)
 
@@ -660,3 +659,16 @@ def _report_from_pred(y, pred, prob, classes) -> dict:
             "precision": dict(zip(classes, map(float, p))), "recall": dict(zip(classes, map(float, r))),
             "f1": dict(zip(classes, map(float, f))), "support": dict(zip(classes, map(int, s))),
             "confusion": confusion_matrix(y, pred, labels=labels).tolist()}
+
+
+def in_worker(fn, *args):
+    """``fn(*args)`` in a pool worker.  tqdm's first bar, even a disabled one, makes a process-shared lock: a
+    named semaphore that a worker stopped by Ctrl-C leaves behind, for Python to warn about at exit.  A
+    worker's bars are all disabled, so a thread lock does."""
+    import threading
+
+    from tqdm import tqdm
+
+    if "_lock" not in vars(tqdm):
+        tqdm.set_lock(threading.RLock())
+    return fn(*args)

@@ -164,7 +164,7 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     """
     from tqdm.auto import tqdm
 
-    from .crossval import fold_workers
+    from .crossval import fold_workers, in_worker
 
     names = list(variants)
     n_workers, threads = fold_workers(workers, len(names), threads)
@@ -175,7 +175,7 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
         from joblib import Parallel, delayed
 
         done = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
-            delayed(_compare_one)(*job) for job in jobs)
+            delayed(in_worker)(_compare_one, *job) for job in jobs)
     rows = {}
     for row in tqdm(done, total=len(names), desc="variants", disable=not progress):
         rows[row["variant"]] = row

@@ -361,6 +361,72 @@ def test_cli_crossval_workers_give_the_same_json(jaffe_cli, jaffe_root, tmp_path
     assert one == two
 
 
+def _process_group(pgid: int) -> list[int]:
+    """The live processes of a process group (from /proc; zombies are not alive)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.parametrize("to", ["group", "process"])
+def test_cli_crossval_interrupted_stops_its_workers(jaffe_cli, jaffe_root, tmp_path, to):
+    """Ctrl-C while two worker processes train, as a terminal sends it (SIGINT to the whole process group)
+    or as JupyterLab's "interrupt kernel" does (to the main process only): the command says what is kept
+    and exits 130, no worker is left running, and Python has no leaked semaphore to warn about."""
+    import signal
+    import threading
+    import time
+
+    _proc, _out, cache = jaffe_cli
+    env = dict(os.environ, FACEKIT_CACHE=str(cache), OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "facekit", "crossval", str(jaffe_root), "--out", str(tmp_path / "never.json"),
+            "--cache", str(cache), "--folds", "3", "--inner-folds", "1", "--epochs", "2000", "--workers", "2"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True,  # SIGINT as a terminal's, even where this job ignores it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    err = bytearray()
+    reader = threading.Thread(target=lambda: [err.extend(c) for c in iter(lambda: proc.stderr.read1(4096), b"")],
+                              daemon=True)
+    reader.start()
+    try:
+        def workers():
+            found = []
+            for pid in _process_group(proc.pid):
+                try:
+                    if b"LokyProcess" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.append(pid)
+                except OSError:  # it ended meanwhile
+                    pass
+            return found
+
+        deadline = time.time() + 120
+        while len(workers()) < 2 and time.time() < deadline:
+            assert proc.poll() is None, err.decode(errors="replace")[-2000:]
+            time.sleep(0.5)
+        assert len(workers()) == 2, "the two workers did not start"
+        time.sleep(5)  # they are training
+        (os.killpg if to == "group" else os.kill)(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        reader.join(timeout=10)
+        text = err.decode(errors="replace")
+        assert "interrupted: the landmarks extracted so far are cached" in text
+        assert "leaked" not in text and "Traceback" not in text, text[-2000:]
+        deadline = time.time() + 30
+        while _process_group(proc.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        assert _process_group(proc.pid) == [], "worker processes outlived the interrupted command"
+        assert not (tmp_path / "never.json").exists()
+    finally:
+        if _process_group(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("choice, linear_skips, linear_path, extra", [
     ("none", [False], None, []),
     ("choose", [False, True], "trained", []),
