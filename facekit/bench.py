@@ -591,19 +591,6 @@ def dataloader_epoch(x: np.ndarray, y: np.ndarray, n_samples: int, device: str =
     return time.perf_counter() - t0
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """``torch.set_num_threads(n)`` for the block, restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _alternate(variants: dict[str, Callable[[], float]], passes: int, n: int) -> dict:
     """Run every variant ``passes`` times, the order reversed every other pass; median seconds per epoch of ``n``."""
     seconds: dict[str, list[float]] = {k: [] for k in variants}
@@ -627,7 +614,7 @@ def bench_training(settings: BenchSettings) -> dict:
     """
     import torch
 
-    from .train import time_epoch
+    from .train import time_epoch, torch_threads
 
     x, y = training_rows()
     n, small = settings.train_samples, settings.thread_samples
@@ -638,7 +625,7 @@ def bench_training(settings: BenchSettings) -> dict:
 
     def one_thread(fn: Callable[[], float]) -> Callable[[], float]:
         def run() -> float:
-            with _torch_threads(1):
+            with torch_threads(1):
                 return fn()
         return run
 

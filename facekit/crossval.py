@@ -25,7 +25,7 @@ from .labels import EMOTIONS, apply_policy, encode_task, task_classes
 from .model import ModelConfig
 from .normalize import NormalizeSettings, normalize
 from .split import _draw_people, person_folds
-from .train import TrainConfig, _mirror_features, fit, predict_proba
+from .train import TrainConfig, _mirror_features, fit, predict_proba, torch_threads
 
 MODELS = ("resnet-mlp", "logreg", "majority")
 CALIBRATIONS = ("none", "personal-neutral")
@@ -588,54 +588,58 @@ def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) 
                if n > 1 else None)
 
 
-def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict,
-              threads: int | None) -> dict:
+def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict) -> dict:
     """Train one outer fold's model (its inner folds choose everything) and score its held-out rows:
     the unit of work of :func:`crossval`, run in this process or a worker."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr)
-        binary = n_classes == 2
-        return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
-                "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
-                "selected": dict(clf.selected_)}
-    finally:
-        torch.set_num_threads(before)  # in this process: the caller's setting back
+    clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr)
+    binary = n_classes == 2
+    return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
+            "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
+            "selected": dict(clf.selected_)}
 
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None):
-    """Yield each outer fold's :func:`_fit_fold` result (with ``test_people`` and ``other_rows``, the rows
-    of ``data.X_other`` it scored), in fold order with one process, as they finish with several (joblib's
-    process pool: workers that fail or are interrupted are stopped with the run)."""
+    """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
+    ``data.X_other`` it scored), through :func:`run_jobs`."""
     X, y, g = data.X, data.y, data.groups
+    people = [sorted(set(g[te])) for _, te in splits]
+    rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
+    jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
+             len(data.classes), model, params) for k, (tr, te) in enumerate(splits)]
+    for out in run_jobs(_fit_fold, jobs, n_workers, threads):
+        yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 
-    def task(k):
-        tr, te = splits[k]
-        people = sorted(set(g[te]))
-        rows = np.isin(data.groups_other, people) if len(data.X_other) else None
-        other = data.X_other[rows] if rows is not None else data.X_other[:0]
-        return (k, X[tr], y[tr], g[tr], X[te], other, len(data.classes), model, params, threads), people, rows
 
-    def finish(out, people, rows):
-        out["test_people"], out["other_rows"] = people, rows
-        return out
-
+def run_jobs(fn, jobs: list[tuple], n_workers: int, threads: int | None):
+    """Yield ``fn(*job)`` for each job, with ``threads`` torch threads (``None``: as they are): in this process
+    and in order when ``n_workers`` is 1, else in joblib's process pool (loky) as they finish.  A worker that
+    fails, or Ctrl-C, stops the pool with the run.  (:func:`fold_workers` gives ``n_workers`` and ``threads``.)"""
     if n_workers == 1:
-        for k in range(len(splits)):
-            args, people, rows = task(k)
-            yield finish(_fit_fold(*args), people, rows)
+        for job in jobs:
+            yield _with_threads(fn, threads, *job)
         return
     from joblib import Parallel, delayed
 
-    tasks = [task(k) for k in range(len(splits))]
-    run = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")
-    for out in run(delayed(in_worker)(_fit_fold, *args) for args, _, _ in tasks):
-        _, people, rows = tasks[out["fold"]]
-        yield finish(out, people, rows)
+    yield from Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
+        delayed(_in_worker)(fn, threads, *job) for job in jobs)
+
+
+def _with_threads(fn, threads: int | None, *args):
+    with torch_threads(threads):
+        return fn(*args)
+
+
+def _in_worker(fn, threads: int | None, *args):
+    """:func:`_with_threads` in a pool worker.  tqdm's first bar, even a disabled one, makes a process-shared
+    lock: a named semaphore that a worker stopped by Ctrl-C leaves behind, for Python to warn about at exit.
+    A worker's bars are all disabled, so a thread lock does."""
+    import threading
+
+    from tqdm import tqdm
+
+    if "_lock" not in vars(tqdm):
+        tqdm.set_lock(threading.RLock())
+    return _with_threads(fn, threads, *args)
 
 
 def _rest_false_alarms(pred: np.ndarray, emotion: np.ndarray) -> dict:
@@ -659,16 +663,3 @@ def _report_from_pred(y, pred, prob, classes) -> dict:
             "precision": dict(zip(classes, map(float, p))), "recall": dict(zip(classes, map(float, r))),
             "f1": dict(zip(classes, map(float, f))), "support": dict(zip(classes, map(int, s))),
             "confusion": confusion_matrix(y, pred, labels=labels).tolist()}
-
-
-def in_worker(fn, *args):
-    """``fn(*args)`` in a pool worker.  tqdm's first bar, even a disabled one, makes a process-shared lock: a
-    named semaphore that a worker stopped by Ctrl-C leaves behind, for Python to warn about at exit.  A
-    worker's bars are all disabled, so a thread lock does."""
-    import threading
-
-    from tqdm import tqdm
-
-    if "_lock" not in vars(tqdm):
-        tqdm.set_lock(threading.RLock())
-    return fn(*args)

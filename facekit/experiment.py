@@ -164,39 +164,25 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     """
     from tqdm.auto import tqdm
 
-    from .crossval import fold_workers, in_worker
+    from .crossval import fold_workers, run_jobs
 
     names = list(variants)
     n_workers, threads = fold_workers(workers, len(names), threads)
-    jobs = [(name, variants[name], table, landmarks, role, n_boot, threads) for name in names]
-    if n_workers == 1:
-        done = (_compare_one(*job) for job in jobs)
-    else:
-        from joblib import Parallel, delayed
-
-        done = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
-            delayed(in_worker)(_compare_one, *job) for job in jobs)
+    jobs = [(name, variants[name], table, landmarks, role, n_boot) for name in names]
     rows = {}
-    for row in tqdm(done, total=len(names), desc="variants", disable=not progress):
+    for row in tqdm(run_jobs(_compare_one, jobs, n_workers, threads), total=len(names), desc="variants",
+                    disable=not progress):
         rows[row["variant"]] = row
     return pd.DataFrame([rows[name] for name in names]).set_index("variant")
 
 
-def _compare_one(name: str, v: dict, table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, n_boot: int,
-                 threads: int | None) -> dict:
+def _compare_one(name: str, v: dict, table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray,
+                 n_boot: int) -> dict:
     """One row of :func:`compare`: prepare, train on the train people, test on the test people."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        data = prepare(table, landmarks, v.get("protocol", Protocol()))
-        fitted = fit_on_split(data, role, v.get("kind", "resnet-mlp"), v.get("model_config", ModelConfig()),
-                              v.get("train_config", TrainConfig()), linear_path=v.get("linear_path", "trained"))
-        rep = evaluate_on_split(data, role, fitted, n_boot=n_boot)
-    finally:
-        torch.set_num_threads(before)
+    data = prepare(table, landmarks, v.get("protocol", Protocol()))
+    fitted = fit_on_split(data, role, v.get("kind", "resnet-mlp"), v.get("model_config", ModelConfig()),
+                          v.get("train_config", TrainConfig()), linear_path=v.get("linear_path", "trained"))
+    rep = evaluate_on_split(data, role, fitted, n_boot=n_boot)
     ci = rep["balanced_accuracy_ci95"]
     return {"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],
             "bal_acc_ci95": f"{ci[0]:.2f}–{ci[1]:.2f}", "auc": rep.get("auc"),

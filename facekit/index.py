@@ -95,7 +95,6 @@ def read_label_json(data: bytes, origin: str = "<bytes>") -> list[dict]:
     return [r for r in records if isinstance(r, dict)]
 
 
-
 def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` reported at the first line outside the facekit package (the user's notebook cell
     or script), however deep inside the kit it was raised (``skip_file_prefixes`` is Python 3.12+)."""
@@ -104,6 +103,7 @@ def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
 
 def _label_records(label_zip: Path) -> dict[str, dict]:
     """filename → label record, from every JSON in a label ZIP.  A broken ZIP or JSON
