@@ -160,7 +160,8 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     AUC, anxious recall and false alarms on other emotions.  ``workers``: processes that
     train the variants side by side (``None``: one per core), each with ``threads`` torch
     threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
-    trains its folds; a variant's numbers do not depend on where it ran.
+    trains its folds: a variant gets the same data and seed wherever it runs, so with one thread
+    each the table is the one-process table under one thread.
     """
     from tqdm.auto import tqdm
 
