@@ -27,7 +27,7 @@ import numpy as np
 
 from . import extract as ex
 from .index import summary
-from .paths import check_writable
+from .paths import check_writable, fold_store_path
 from .sample import DEFAULT_CAP, report, sample
 from .sources import load_index, parse_label_map
 
@@ -100,12 +100,15 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, crossval, prepare
+    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, FoldStore, Protocol, crossval, prepare
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
     out = check_writable(args.out)  # now, not after hours of cross-validation
+    store = FoldStore(fold_store_path(out))  # the finished folds, until the results are written
+    if args.fresh:
+        store.clear()
     df = _index(args)
     chosen = _sample(args, df)
     table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
@@ -123,7 +126,7 @@ def cmd_crossval(args) -> int:
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
-                      min_recall=args.min_recall, workers=args.workers)
+                      min_recall=args.min_recall, workers=args.workers, fold_store=store.folder)
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -140,6 +143,7 @@ def cmd_crossval(args) -> int:
         kept.write_text(text)
         print(f"error: cannot write {out} ({exc}); the results are kept in {kept}", file=sys.stderr)
         return 1
+    store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
     print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
           f"accuracy {result['accuracy']:.3f}, recall {recall}, AUC {result['auc']:.3f} "
@@ -235,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                         "every core); the torch threads (OMP_NUM_THREADS, else one per core) are shared among them, "
                         "and with one thread per fold the numbers are those of --workers 1 with OMP_NUM_THREADS=1")
     p.add_argument("--cache", default=None)
+    p.add_argument("--fresh", action="store_true",
+                   help="train every fold anew: an interrupted run keeps its finished folds beside --out (OUT.folds) "
+                        "and the same command goes on from them unless this is given")
     p.set_defaults(func=cmd_crossval)
     p = sub.add_parser("bench", help="benchmark every stage against FaceMesh alone and the original design")
     p.add_argument("--quick", action="store_true", help="about a minute instead of a few")
@@ -253,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        done = ("the landmarks extracted so far are cached, the folds trained so far are not kept; run the same "
-                "command again" if args.command == "crossval"
-                else "finished photos are cached; run the same command again to resume")
+        done = (f"the landmarks extracted so far are cached and the folds finished so far are kept in "
+                f"{fold_store_path(args.out)}; run the same command again to go on from them"
+                if args.command == "crossval" else "finished photos are cached; run the same command again to resume")
         print(f"interrupted: {done}", file=sys.stderr)
         return 130

@@ -10,10 +10,19 @@ the training part's people only.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
+import json
 import os
 import platform
+import shutil
+import sys
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -445,7 +454,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
-             workers: int | None = 1, threads: int | None = None) -> dict:
+             workers: int | None = 1, threads: int | None = None, fold_store=None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -459,7 +468,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     side by side (``None``: one per core; see :func:`fold_workers`); each trains with ``threads`` torch
     threads (default: this process's divided among the workers).  A fold gets the same data and seed
     whichever process runs it and in whichever order: with one thread per worker the numbers equal those
-    of ``workers=1`` under ``OMP_NUM_THREADS=1``."""
+    of ``workers=1`` under ``OMP_NUM_THREADS=1``.  ``fold_store``: a folder (:class:`FoldStore`) that keeps
+    each outer fold as it finishes, so that a run stopped by Ctrl-C, a crash or a full disk goes on from
+    its finished folds when started again: a kept fold is reused only where its data, settings, code
+    and threads are this run's (otherwise it is trained again), and ``resumed_folds`` names the reused ones."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -486,8 +498,12 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
+    store = FoldStore(fold_store) if fold_store is not None and model != "majority" else None
+    resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
-        for out in _run_folds(data, splits, model, params, n_workers, threads):
+        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress):
+            if out.get("resumed"):
+                resumed.append(out["fold"])
             k, te = out["fold"], splits[out["fold"]][1]
             prob[te] = out["prob"]
             thr = out["threshold"]
@@ -562,7 +578,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["per_person"] = per.reset_index().to_dict(orient="records")
     result["folds_detail"] = fold_rows
     result["n_folds"] = len(splits)
-    result["runtime_s"] = round(time.time() - t0, 1)
+    result["resumed_folds"] = sorted(resumed)  # kept from an earlier, interrupted run (fold_store)
+    result["runtime_s"] = round(time.time() - t0, 1)  # this run's: without the resumed folds' training
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                          "workers": n_workers, "torch_threads_per_fold": threads}
     return result
@@ -598,16 +615,117 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
             "selected": dict(clf.selected_)}
 
 
-def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None):
+def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
+               store: "FoldStore | None" = None, progress: bool = False):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
-    ``data.X_other`` it scored), through :func:`run_jobs`."""
+    ``data.X_other`` it scored), through :func:`run_jobs`; with a ``store``, first the folds it keeps from an
+    earlier run of the same work (``resumed``), then the others, each kept there as it finishes."""
     X, y, g = data.X, data.y, data.groups
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
              len(data.classes), model, params) for k, (tr, te) in enumerate(splits)]
-    for out in run_jobs(_fit_fold, jobs, n_workers, threads):
+    keys, kept = [None] * len(jobs), []
+    if store is not None:
+        import torch
+
+        # the threads are part of the key: with more than one per fold the last digits may differ
+        keys = [_fold_key(job, threads if threads is not None else torch.get_num_threads()) for job in jobs]
+        found = [store.load(k, key) for k, key in enumerate(keys)]
+        kept = [out for out in found if isinstance(out, dict)]
+        stale = sum(out is FoldStore.STALE for out in found)
+        if progress and (kept or stale):
+            print(f"{store.folder}: reusing {len(kept)} of {len(jobs)} folds finished by an earlier run of the same "
+                  "work" + (f"; {stale} kept from other data, settings or code are trained again" if stale else ""),
+                  file=sys.stderr)
+        jobs = [job for job, out in zip(jobs, found) if not isinstance(out, dict)]
+    for out in itertools.chain(kept, run_jobs(_fit_fold, jobs, n_workers, threads)):  # each as it finishes
+        if store is not None and not out.get("resumed"):
+            store.save(out["fold"], keys[out["fold"]], out)
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
+
+
+def _fold_key(job: tuple, threads: int) -> str:
+    """What decides an outer fold's result, hashed: its arrays, model and settings, the threads it trains
+    with, and facekit's code and the versions of what it computes with."""
+    h = hashlib.sha256(_code_fingerprint().encode())
+    for part in (*job, threads):
+        if isinstance(part, np.ndarray):
+            h.update(repr((part.dtype.str, part.shape)).encode())
+            h.update("\0".join(map(str, part.ravel())).encode() if part.dtype == object else part.tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _code_fingerprint() -> str:
+    import sklearn
+    import torch
+
+    h = hashlib.sha256(repr((FoldStore.VERSION, platform.python_version(), np.__version__, torch.__version__,
+                             sklearn.__version__)).encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+class FoldStore:
+    """A folder of finished outer folds, one ``foldNNN.npz`` each (probabilities as arrays, the rest as JSON
+    text; read with ``allow_pickle=False``), written whole or not at all (a temporary file, then renamed).
+    A fold is found only under the key of the work that made it (:func:`_fold_key`)."""
+
+    VERSION = 1
+    STALE = object()  # load(): a fold is there, made by other work
+
+    def __init__(self, folder):
+        self.folder = Path(folder).expanduser()
+        self._warned = False
+
+    def _file(self, k: int):
+        return self.folder / f"fold{k:03d}.npz"
+
+    def load(self, k: int, key: str):
+        """Fold ``k``'s kept result if it was made under ``key``; :data:`STALE` if by other work; else ``None``
+        (none kept, or one that cannot be read, with a warning naming it: it is trained again)."""
+        path = self._file(k)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("key") != key:
+                    return self.STALE
+                return {"fold": k, "prob": z["prob"], "threshold": meta["threshold"],
+                        "other_p": z["other_p"] if meta["has_other_p"] else None, "selected": meta["selected"],
+                        "resumed": True}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"{path}: a fold kept by an earlier run cannot be read ({exc}); it is trained again",
+                          stacklevel=2)
+            return None
+
+    def save(self, k: int, key: str, out: dict) -> None:
+        """Keep fold ``k``; where it cannot be written, warn once and go on (the run itself loses nothing)."""
+        meta = json.dumps({"key": key, "threshold": out["threshold"], "has_other_p": out["other_p"] is not None,
+                           "selected": out["selected"]}, default=float)
+        tmp = self.folder / f".fold{k:03d}.{os.getpid()}.tmp"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                np.savez(fh, prob=np.asarray(out["prob"]), meta=np.array(meta),
+                         other_p=np.asarray(out["other_p"] if out["other_p"] is not None else []))
+            os.replace(tmp, self._file(k))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if not self._warned:
+                warnings.warn(f"cannot keep finished folds in {self.folder} ({exc}): this run goes on, but if it is "
+                              "stopped its folds are trained again", stacklevel=2)
+                self._warned = True
+
+    def clear(self) -> None:
+        """Remove the folder (the run's result is written)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_jobs(fn, jobs: list[tuple], n_workers: int, threads: int | None):

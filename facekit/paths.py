@@ -74,3 +74,10 @@ def check_writable(path: Path | str, folder: bool = False) -> Path:
         raise OSError(f"cannot write {path} ({exc.strerror or exc}: {exc.filename or where}); "
                       "choose another path") from None
     return path
+
+
+def fold_store_path(out: Path | str) -> Path:
+    """The folder where ``python -m facekit crossval --out OUT`` keeps its finished folds until OUT is written
+    (:class:`facekit.crossval.FoldStore`)."""
+    out = Path(out).expanduser()
+    return out.with_name(out.name + ".folds")

@@ -249,6 +249,72 @@ def test_folds_in_worker_processes_give_the_same_numbers(binary, model, kwargs):
     assert [f["fold"] for f in two["folds_detail"]] == [0, 1, 2, 3]
 
 
+def _same_numbers(a: dict, b: dict) -> bool:
+    """Two cross-validation results equal in every field but where and when they ran."""
+    a, b = ({k: v for k, v in r.items() if k not in ("runtime_s", "machine", "resumed_folds", "created")}
+            for r in (a, b))
+    return json.dumps(a, default=float) == json.dumps(b, default=float)
+
+
+@pytest.mark.parametrize("model,kwargs", [("resnet-mlp", dict(FAST_MLP, inner_folds=2)), ("logreg", {"inner_folds": 2})])
+def test_fold_store_keeps_finished_folds_and_goes_on_from_them(binary, model, kwargs, tmp_path, monkeypatch):
+    """``fold_store``: each finished fold is kept; a run started again trains only the folds it lacks and gives
+    exactly the numbers of an uninterrupted run; folds made by other work, or unreadable, are trained again."""
+    import facekit.crossval as cv
+
+    plain = crossval(binary, folds=4, model=model, progress=False, n_boot=50, **kwargs)
+    store = tmp_path / "run.json.folds"
+    first = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, **kwargs)
+    assert _same_numbers(plain, first) and first["resumed_folds"] == []
+    assert sorted(f.name for f in store.iterdir()) == [f"fold{k:03d}.npz" for k in range(4)]
+
+    trained = []
+    fit_fold = cv._fit_fold
+    monkeypatch.setattr(cv, "_fit_fold", lambda k, *a: trained.append(k) or fit_fold(k, *a))
+    (store / "fold001.npz").unlink()  # as if stopped before folds 1 and 3 finished
+    (store / "fold003.npz").unlink()
+    again = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, **kwargs)
+    assert sorted(trained) == [1, 3] and again["resumed_folds"] == [0, 2]
+    assert _same_numbers(plain, again)
+    for name in ("fold001.npz", "fold003.npz"):  # and in two worker processes (one torch thread each, as here)
+        (store / name).unlink()
+    two = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, workers=2, **kwargs)
+    assert two["resumed_folds"] == [0, 2] and _same_numbers(plain, two) and (store / "fold003.npz").exists()
+
+    trained.clear()  # everything kept: nothing is trained
+    assert _same_numbers(plain, crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store,
+                                         **kwargs)) and trained == []
+
+    trained.clear()  # another seed is other work: no kept fold is reused, all are replaced
+    other = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, seed=5, **kwargs)
+    assert sorted(trained) == [0, 1, 2, 3] and other["resumed_folds"] == []
+    assert _same_numbers(other, crossval(binary, folds=4, model=model, progress=False, n_boot=50, seed=5, **kwargs))
+
+    trained.clear()  # a damaged file is named and its fold trained again
+    (store / "fold002.npz").write_bytes(b"not a fold")
+    with pytest.warns(UserWarning, match=r"fold002\.npz: a fold kept by an earlier run cannot be read"):
+        damaged = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, seed=5, **kwargs)
+    assert trained == [2] and _same_numbers(other, damaged)
+
+
+def test_fold_store_key_holds_what_decides_a_fold(binary):
+    """The key changes with any array, setting or the threads, and not otherwise."""
+    from facekit.crossval import _fold_key
+
+    X = binary.X[:10]
+    job = (0, X, binary.y[:10], binary.groups[:10], X[:2], X[:0], 2, "resnet-mlp", dict(seed=0, ensemble=1))
+    key = _fold_key(job, 1)
+    assert _fold_key(tuple(job), 1) == key == _fold_key((0, X.copy(), *job[2:]), 1)
+    X2 = X.copy()
+    X2[3, 7] = np.nextafter(X2[3, 7], X2.dtype.type(np.inf))  # the smallest change
+    assert _fold_key((0, X2, *job[2:]), 1) != key
+    assert _fold_key((*job[:-1], dict(seed=1, ensemble=1)), 1) != key
+    groups = binary.groups[:10].copy()
+    groups[0] = "someone else"
+    assert _fold_key((0, X, binary.y[:10], groups, *job[4:]), 1) != key
+    assert _fold_key(job, 2) != key
+
+
 def test_fold_workers():
     from facekit.crossval import fold_workers
 
@@ -425,6 +491,57 @@ def test_cli_crossval_interrupted_stops_its_workers(jaffe_cli, jaffe_root, tmp_p
     finally:
         if _process_group(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_cli_crossval_interrupted_goes_on_from_its_finished_folds(jaffe_cli, jaffe_root, tmp_path):
+    """Ctrl-C after a fold has finished: the command says where its folds are kept, the same command started
+    again trains only the others and writes exactly the JSON of an uninterrupted run, then removes the folds;
+    ``--fresh`` trains everything anew."""
+    import signal
+    import time
+
+    _proc, _out, cache = jaffe_cli
+    env = dict(os.environ, FACEKIT_CACHE=str(cache), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = tmp_path / "jaffe.json"
+    store = tmp_path / "jaffe.json.folds"
+    args = [sys.executable, "-m", "facekit", "crossval", str(jaffe_root), "--out", str(out), "--cache", str(cache),
+            "--folds", "3", "--inner-folds", "1", "--epochs", "60", "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 240
+        while not (store / "fold000.npz").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "it finished before it could be interrupted"
+        assert (store / "fold000.npz").exists(), "no fold finished in time"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"the folds finished so far are kept in {store}; run the same command again to go on from them" in err
+    kept = sorted(f.name for f in store.glob("fold*.npz"))
+    assert 1 <= len(kept) < 3 and not out.exists()
+
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{store}: reusing {len(kept)} of 3 folds finished by an earlier run" in again.stderr
+    resumed = json.loads(out.read_text())
+    assert resumed["resumed_folds"] == [int(name[4:7]) for name in kept]
+    assert not store.exists(), "the kept folds are removed once the results are written"
+
+    # --fresh: the folds kept for this --out (here a damaged one) are dropped and all three trained
+    fresh_store = tmp_path / "fresh.json.folds"
+    fresh_store.mkdir()
+    (fresh_store / "fold001.npz").write_bytes(b"damaged")
+    fresh = subprocess.run([*args, "--fresh", "--out", str(tmp_path / "fresh.json")], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    whole = json.loads((tmp_path / "fresh.json").read_text())
+    assert whole["resumed_folds"] == [] and "reusing" not in fresh.stderr and "cannot be read" not in fresh.stderr
+    assert _same_numbers(resumed, whole)
+    assert not fresh_store.exists()
 
 
 @pytest.mark.parametrize("choice, linear_skips, linear_path, extra", [
