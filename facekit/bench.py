@@ -407,10 +407,12 @@ def original_extract(zips: list[Path]) -> int:
     return found
 
 
-def _warm_worker() -> None:
-    """Pool initializer: import and build the worker's FaceMesh before the clock starts."""
-    from .extract import ExtractSettings, face_mesh
+def _warm_worker(parent: int) -> None:
+    """Pool initializer: import and build the worker's FaceMesh before the clock starts; exit if ``parent`` dies
+    (as extraction's workers do)."""
+    from .extract import ExtractSettings, _exit_with_parent, face_mesh
 
+    _exit_with_parent(parent)
     s = ExtractSettings()
     face_mesh(True, s.max_faces, s.min_detection_confidence)
 
@@ -421,7 +423,8 @@ def _start_pool(n: int):
     from concurrent.futures import ProcessPoolExecutor, wait
 
     t0 = time.perf_counter()
-    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker)
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_worker,
+                               initargs=(os.getpid(),))
     wait([pool.submit(time.sleep, 0.3) for _ in range(2 * n)])  # more tasks than workers: every worker starts
     return pool, time.perf_counter() - t0
 

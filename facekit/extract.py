@@ -25,6 +25,7 @@ import io
 import os
 import re
 import threading
+import time
 import uuid
 import zipfile
 import zlib
@@ -671,6 +672,18 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool worker initializer: a worker whose parent is gone (killed with SIGKILL, or out of memory, with no
+    chance to stop its pool) exits within a second, instead of waiting for work forever: a process pool's
+    workers hold both ends of its queue, so they never see it close."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="facekit-parent-watch", daemon=True).start()
+
+
 def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), *,
             workers: int | None = None, executor: Executor | None = None, chunk_size: int = 16,
             cache: Path | str | None = None, progress: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
@@ -762,7 +775,8 @@ def extract(index: pd.DataFrame, settings: ExtractSettings = ExtractSettings(), 
             import multiprocessing
 
             own_pool = executor = ProcessPoolExecutor(min(n_workers, len(todo)),
-                                                      mp_context=multiprocessing.get_context("spawn"))
+                                                      mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=_exit_with_parent, initargs=(os.getpid(),))
         bar = tqdm(total=total, unit="photo", desc="FaceMesh", disable=not progress)
         try:
             if executor is None:

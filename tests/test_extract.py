@@ -10,6 +10,7 @@ import json
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -276,6 +277,57 @@ def test_interrupted_run_resumes(folder_index, extracted, tmp_path, monkeypatch)
     assert sorted(redone) == sorted(set(usable) - set(seen[0]))
     pd.testing.assert_series_equal(table["status"], extracted[0]["status"])
     np.testing.assert_allclose(lm, extracted[1], atol=1e-3)
+
+
+def test_pool_workers_exit_when_the_command_is_killed(aihub_root, tmp_path):
+    """SIGKILL to ``python -m facekit extract`` (the out-of-memory killer, ``kill -9``) gives it no chance to
+    stop its worker processes: they notice that their parent is gone and exit, instead of lingering."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def workers(parent: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                    found.append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        return found
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "facekit", "extract", str(aihub_root), "--per-zip", "0",
+                             "--workers", "2", "--cache", str(tmp_path / "cache")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    pids: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while len(pids) < 2 and proc.poll() is None and time.time() < deadline:
+            pids = workers(proc.pid)
+            time.sleep(0.1)
+        assert len(pids) == 2 and proc.poll() is None, "the two workers did not start"
+        time.sleep(1)  # they are working
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only, as the kernel's OOM killer does
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while any(map(running, pids)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(map(running, pids)), "worker processes outlived the killed command"
+    finally:
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_changed_photo_is_redone(photo_dir, tmp_path, monkeypatch):
