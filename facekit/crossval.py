@@ -635,9 +635,11 @@ def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int,
         kept = [out for out in found if isinstance(out, dict)]
         stale = sum(out is FoldStore.STALE for out in found)
         if progress and (kept or stale):
-            print(f"{store.folder}: reusing {len(kept)} of {len(jobs)} folds finished by an earlier run of the same "
-                  "work" + (f"; {stale} kept from other data, settings or code are trained again" if stale else ""),
-                  file=sys.stderr)
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{store.folder}: reusing {len(kept)} of {len(jobs)} folds finished by an earlier run of the "
+                       "same work" + (f"; {stale} kept from other data, settings or code are trained again"
+                                      if stale else ""), file=sys.stderr)
         jobs = [job for job, out in zip(jobs, found) if not isinstance(out, dict)]
     for out in itertools.chain(kept, run_jobs(_fit_fold, jobs, n_workers, threads)):  # each as it finishes
         if store is not None and not out.get("resumed"):
