@@ -24,6 +24,9 @@ for path in sorted(folder.glob("*.json")):
         model += f", linear path auto (fitted {paths.count('fitted')}, trained {paths.count('trained')})"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
+    minutes = f"{r['runtime_s'] / 60:.1f}"
+    if r.get("resumed_folds"):  # runtime_s is the last run's: it did not train these folds
+        minutes += f" (the last run only: {len(r['resumed_folds'])} of {r['n_folds']} folds kept from an interrupted one)"
     print(f"| {Path(r['data']).name} | {r['task']} | {r['protocol']['calibration']} | {model} | {r['protocol']['folds']} "
           f"| {layouts} | {r['n_images']} / {r['n_people']} | {r['balanced_accuracy']:.3f} ({ci[0]:.2f}–{ci[1]:.2f}) | {r['accuracy']:.3f} "
-          f"| {neg:.2f} / {pos:.2f} | {r['auc']:.3f} | {'—' if fa is None else f'{fa:.2f}'} | {r['runtime_s'] / 60:.1f} |")
+          f"| {neg:.2f} / {pos:.2f} | {r['auc']:.3f} | {'—' if fa is None else f'{fa:.2f}'} | {minutes} |")
