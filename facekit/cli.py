@@ -100,13 +100,13 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, FoldStore, Protocol, crossval, prepare
+    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, ResultStore, crossval, prepare
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
     out = check_writable(args.out)  # now, not after hours of cross-validation
-    store = FoldStore(fold_store_path(out))  # the finished folds, until the results are written
+    store = ResultStore(fold_store_path(out))  # the finished folds, until the results are written
     if args.fresh:
         store.clear()
     df = _index(args)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import platform
@@ -468,7 +467,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     side by side (``None``: one per core; see :func:`fold_workers`); each trains with ``threads`` torch
     threads (default: this process's divided among the workers).  A fold gets the same data and seed
     whichever process runs it and in whichever order: with one thread per worker the numbers equal those
-    of ``workers=1`` under ``OMP_NUM_THREADS=1``.  ``fold_store``: a folder (:class:`FoldStore`) that keeps
+    of ``workers=1`` under ``OMP_NUM_THREADS=1``.  ``fold_store``: a folder (:class:`ResultStore`) that keeps
     each outer fold as it finishes, so that a run stopped by Ctrl-C, a crash or a full disk goes on from
     its finished folds when started again: a kept fold is reused only where its data, settings, code
     and threads are this run's (otherwise it is trained again), and ``resumed_folds`` names the reused ones."""
@@ -498,7 +497,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
-    store = FoldStore(fold_store) if fold_store is not None and model != "majority" else None
+    store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
         for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress):
@@ -616,43 +615,61 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
 
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
-               store: "FoldStore | None" = None, progress: bool = False):
+               store: "ResultStore | None" = None, progress: bool = False):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
-    ``data.X_other`` it scored), through :func:`run_jobs`; with a ``store``, first the folds it keeps from an
-    earlier run of the same work (``resumed``), then the others, each kept there as it finishes."""
+    ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first)."""
     X, y, g = data.X, data.y, data.groups
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
              len(data.classes), model, params) for k, (tr, te) in enumerate(splits)]
-    keys, kept = [None] * len(jobs), []
-    if store is not None:
-        import torch
-
-        # the threads are part of the key: with more than one per fold the last digits may differ
-        keys = [_fold_key(job, threads if threads is not None else torch.get_num_threads()) for job in jobs]
-        found = [store.load(k, key) for k, key in enumerate(keys)]
-        kept = [out for out in found if isinstance(out, dict)]
-        stale = sum(out is FoldStore.STALE for out in found)
-        if progress and (kept or stale):
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"{store.folder}: reusing {len(kept)} of {len(jobs)} folds finished by an earlier run of the "
-                       "same work" + (f"; {stale} kept from other data, settings or code are trained again"
-                                      if stale else ""), file=sys.stderr)
-        jobs = [job for job, out in zip(jobs, found) if not isinstance(out, dict)]
-    for out in itertools.chain(kept, run_jobs(_fit_fold, jobs, n_workers, threads)):  # each as it finishes
-        if store is not None and not out.get("resumed"):
-            store.save(out["fold"], keys[out["fold"]], out)
+    for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 
 
-def _fold_key(job: tuple, threads: int) -> str:
-    """What decides an outer fold's result, hashed: its arrays, model and settings, the threads it trains
-    with, and facekit's code and the versions of what it computes with."""
+def run_kept(fn, jobs: list[tuple], n_workers: int, threads: int | None, store: "ResultStore | None" = None,
+             progress: bool = False, key_parts=None):
+    """:func:`run_jobs` (``fn`` returns a dict), and with a ``store`` first the results it keeps from an earlier
+    run of the same work (marked ``resumed``), then the others, each kept there as it finishes.  A job's key
+    (:func:`job_key`) hashes ``key_parts(job)`` (default: the job itself) and the torch threads it runs with."""
+    if store is None:
+        yield from run_jobs(fn, jobs, n_workers, threads)
+        return
+    import torch
+
+    # the threads are part of the key: with more than one per job the last digits may differ
+    keys = [job_key((key_parts or tuple)(job), threads if threads is not None else torch.get_num_threads())
+            for job in jobs]
+    found = [store.load(i, key) for i, key in enumerate(keys)]
+    todo = [(fn, i, *job) for i, (job, out) in enumerate(zip(jobs, found)) if not isinstance(out, dict)]
+    stale = sum(out is ResultStore.STALE for out in found)
+    if progress and (len(todo) < len(jobs) or stale):
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{store.folder}: reusing {len(jobs) - len(todo)} of {len(jobs)} {store.what} finished by an "
+                   "earlier run of the same work" + (f"; {stale} kept from other data, settings or code are "
+                                                     "run again" if stale else ""), file=sys.stderr)
+    yield from (out for out in found if isinstance(out, dict))
+    for i, out in run_jobs(_indexed, todo, n_workers, threads):  # each as it finishes
+        store.save(i, keys[i], out)
+        yield out
+
+
+def _indexed(fn, i: int, *job):
+    return i, fn(*job)
+
+
+def job_key(parts: tuple, threads: int) -> str:
+    """What decides a job's result, hashed: its arrays, tables and settings, the threads it runs with, and
+    facekit's code and the versions of what it computes with."""
+    import pandas as pd
+
     h = hashlib.sha256(_code_fingerprint().encode())
-    for part in (*job, threads):
-        if isinstance(part, np.ndarray):
+    for part in (*parts, threads):
+        if isinstance(part, pd.DataFrame):
+            h.update(repr((list(part.columns), part.dtypes.astype(str).tolist())).encode())
+            h.update(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes())
+        elif isinstance(part, np.ndarray):
             h.update(repr((part.dtype.str, part.shape)).encode())
             h.update("\0".join(map(str, part.ravel())).encode() if part.dtype == object else part.tobytes())
         else:
@@ -665,32 +682,34 @@ def _code_fingerprint() -> str:
     import sklearn
     import torch
 
-    h = hashlib.sha256(repr((FoldStore.VERSION, platform.python_version(), np.__version__, torch.__version__,
+    h = hashlib.sha256(repr((ResultStore.VERSION, platform.python_version(), np.__version__, torch.__version__,
                              sklearn.__version__)).encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
 
 
-class FoldStore:
-    """A folder of finished outer folds, one ``foldNNN.npz`` each (probabilities as arrays, the rest as JSON
-    text; read with ``allow_pickle=False``), written whole or not at all (a temporary file, then renamed).
-    A fold is found only under the key of the work that made it (:func:`_fold_key`)."""
+class ResultStore:
+    """A folder of finished units of work (:func:`crossval`'s outer folds, :func:`facekit.experiment.compare`'s
+    variants), one ``{prefix}NNN.npz`` each (a result's arrays as arrays, the rest as JSON text; read with
+    ``allow_pickle=False``), written whole or not at all (a temporary file, then renamed), so that a run
+    stopped by Ctrl-C, a crash or a full disk goes on from them.  A result is found only under the key of the
+    work that made it (:func:`job_key`)."""
 
     VERSION = 1
-    STALE = object()  # load(): a fold is there, made by other work
+    STALE = object()  # load(): a result is there, made by other work
 
-    def __init__(self, folder):
-        self.folder = Path(folder).expanduser()
+    def __init__(self, folder, prefix: str = "fold", what: str = "folds"):
+        self.folder, self.prefix, self.what = Path(folder).expanduser(), prefix, what
         self._warned = False
 
-    def _file(self, k: int):
-        return self.folder / f"fold{k:03d}.npz"
+    def _file(self, i: int):
+        return self.folder / f"{self.prefix}{i:03d}.npz"
 
-    def load(self, k: int, key: str):
-        """Fold ``k``'s kept result if it was made under ``key``; :data:`STALE` if by other work; else ``None``
-        (none kept, or one that cannot be read, with a warning naming it: it is trained again)."""
-        path = self._file(k)
+    def load(self, i: int, key: str):
+        """Result ``i`` if it was made under ``key`` (marked ``resumed``); :data:`STALE` if by other work; else
+        ``None`` (none kept, or one that cannot be read, with a warning naming it: it is made again)."""
+        path = self._file(i)
         if not path.exists():
             return None
         try:
@@ -698,31 +717,29 @@ class FoldStore:
                 meta = json.loads(str(z["meta"]))
                 if meta.get("key") != key:
                     return self.STALE
-                return {"fold": k, "prob": z["prob"], "threshold": meta["threshold"],
-                        "other_p": z["other_p"] if meta["has_other_p"] else None, "selected": meta["selected"],
-                        "resumed": True}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            warnings.warn(f"{path}: a fold kept by an earlier run cannot be read ({exc}); it is trained again",
+                return {**meta["result"], **{name: z[name] for name in meta["arrays"]}, "resumed": True}
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"{path}: a result kept by an earlier run cannot be read ({exc}); it is made again",
                           stacklevel=2)
             return None
 
-    def save(self, k: int, key: str, out: dict) -> None:
-        """Keep fold ``k``; where it cannot be written, warn once and go on (the run itself loses nothing)."""
-        meta = json.dumps({"key": key, "threshold": out["threshold"], "has_other_p": out["other_p"] is not None,
-                           "selected": out["selected"]}, default=float)
-        tmp = self.folder / f".fold{k:03d}.{os.getpid()}.tmp"
+    def save(self, i: int, key: str, out: dict) -> None:
+        """Keep result ``i``; where it cannot be written, warn once and go on (the run itself loses nothing)."""
+        arrays = {k: v for k, v in out.items() if isinstance(v, np.ndarray)}
+        meta = json.dumps({"key": key, "arrays": list(arrays),
+                           "result": {k: v for k, v in out.items() if k not in arrays}}, default=float)
+        tmp = self.folder / f".{self.prefix}{i:03d}.{os.getpid()}.tmp"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
-                np.savez(fh, prob=np.asarray(out["prob"]), meta=np.array(meta),
-                         other_p=np.asarray(out["other_p"] if out["other_p"] is not None else []))
-            os.replace(tmp, self._file(k))
+                np.savez(fh, meta=np.array(meta), **arrays)
+            os.replace(tmp, self._file(i))
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             if not self._warned:
-                warnings.warn(f"cannot keep finished folds in {self.folder} ({exc}): this run goes on, but if it is "
-                              "stopped its folds are trained again", stacklevel=2)
+                warnings.warn(f"cannot keep finished {self.what} in {self.folder} ({exc}): this run goes on, but "
+                              f"if it is stopped its {self.what} are made again", stacklevel=2)
                 self._warned = True
 
     def clear(self) -> None:

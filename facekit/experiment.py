@@ -151,7 +151,7 @@ def public(report: dict) -> dict:
 
 def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, variants: dict,
             n_boot: int = 200, progress: bool = True, workers: int | None = 1,
-            threads: int | None = None) -> pd.DataFrame:
+            threads: int | None = None, store=None) -> pd.DataFrame:
     """Train and test each variant on the same split.
 
     ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...,
@@ -161,18 +161,27 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     train the variants side by side (``None``: one per core), each with ``threads`` torch
     threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
     trains its folds: a variant gets the same data and seed wherever it runs, so with one thread
-    each the table is the one-process table under one thread.
+    each the table is the one-process table under one thread.  ``store``: a folder that keeps each
+    variant's row as it finishes (:class:`facekit.crossval.ResultStore`), so that the same call after an
+    interrupted one trains only the variants it lacks; a kept row is reused only where its variant, data,
+    split, code and threads are this call's.  Remove the folder when the table is safe elsewhere.
     """
     from tqdm.auto import tqdm
 
-    from .crossval import fold_workers, run_jobs
+    from .crossval import ResultStore, fold_workers, run_kept
 
     names = list(variants)
     n_workers, threads = fold_workers(workers, len(names), threads)
     jobs = [(name, variants[name], table, landmarks, role, n_boot) for name in names]
+    if store is not None:
+        store = ResultStore(store, prefix="variant", what="variants")
     rows = {}
-    for row in tqdm(run_jobs(_compare_one, jobs, n_workers, threads), total=len(names), desc="variants",
-                    disable=not progress):
+    # "from_cache" says which photos this run extracted, not what they are: it is left out of the key
+    for row in tqdm(run_kept(_compare_one, jobs, n_workers, threads, store, progress,
+                             key_parts=lambda job: (*job[:2], job[2].drop(columns="from_cache", errors="ignore"),
+                                                    *job[3:])),
+                    total=len(names), desc="variants", disable=not progress):
+        row.pop("resumed", None)
         rows[row["variant"]] = row
     return pd.DataFrame([rows[name] for name in names]).set_index("variant")
 

@@ -292,27 +292,32 @@ def test_fold_store_keeps_finished_folds_and_goes_on_from_them(binary, model, kw
 
     trained.clear()  # a damaged file is named and its fold trained again
     (store / "fold002.npz").write_bytes(b"not a fold")
-    with pytest.warns(UserWarning, match=r"fold002\.npz: a fold kept by an earlier run cannot be read"):
+    with pytest.warns(UserWarning, match=r"fold002\.npz: a result kept by an earlier run cannot be read"):
         damaged = crossval(binary, folds=4, model=model, progress=False, n_boot=50, fold_store=store, seed=5, **kwargs)
     assert trained == [2] and _same_numbers(other, damaged)
 
 
-def test_fold_store_key_holds_what_decides_a_fold(binary):
-    """The key changes with any array, setting or the threads, and not otherwise."""
-    from facekit.crossval import _fold_key
+def test_fold_store_key_holds_what_decides_a_fold(binary, dataset):
+    """The key changes with any array, table, setting or the threads, and not otherwise."""
+    from facekit.crossval import job_key
 
     X = binary.X[:10]
     job = (0, X, binary.y[:10], binary.groups[:10], X[:2], X[:0], 2, "resnet-mlp", dict(seed=0, ensemble=1))
-    key = _fold_key(job, 1)
-    assert _fold_key(tuple(job), 1) == key == _fold_key((0, X.copy(), *job[2:]), 1)
+    key = job_key(job, 1)
+    assert job_key(tuple(job), 1) == key == job_key((0, X.copy(), *job[2:]), 1)
     X2 = X.copy()
     X2[3, 7] = np.nextafter(X2[3, 7], X2.dtype.type(np.inf))  # the smallest change
-    assert _fold_key((0, X2, *job[2:]), 1) != key
-    assert _fold_key((*job[:-1], dict(seed=1, ensemble=1)), 1) != key
+    assert job_key((0, X2, *job[2:]), 1) != key
+    assert job_key((*job[:-1], dict(seed=1, ensemble=1)), 1) != key
     groups = binary.groups[:10].copy()
     groups[0] = "someone else"
-    assert _fold_key((0, X, binary.y[:10], groups, *job[4:]), 1) != key
-    assert _fold_key(job, 2) != key
+    assert job_key((0, X, binary.y[:10], groups, *job[4:]), 1) != key
+    assert job_key(job, 2) != key
+    table = dataset[0]
+    assert job_key((table,), 1) == job_key((table.copy(),), 1)
+    changed = table.copy()
+    changed.loc[5, "emotion"] = "기쁨" if changed.loc[5, "emotion"] != "기쁨" else "분노"
+    assert job_key((changed,), 1) != job_key((table,), 1)
 
 
 def test_fold_workers():

@@ -201,6 +201,45 @@ def test_compare_in_worker_processes_gives_the_same_table(dataset, split):
     assert one.to_json() == two.to_json()
 
 
+def test_compare_keeps_finished_variants_and_goes_on_from_them(dataset, split, tmp_path, monkeypatch):
+    """``store``: each variant's row is kept as it finishes; the same call after an interrupted one trains only
+    the variants it lacks and gives the uninterrupted table; another split is other work, so nothing is reused."""
+    import facekit.experiment as experiment
+
+    table, landmarks = dataset
+    role, _ = split
+    variants = {"MLP": {"model_config": MC, "train_config": TC},
+                "logreg": {"kind": "logreg"}, "majority": {"kind": "majority"}}
+    plain = compare(table, landmarks, role, variants, n_boot=50, progress=False)
+    store = tmp_path / "variants"
+    calls = []
+    real = experiment._compare_one
+
+    def stopped_after_one(name, *args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(experiment, "_compare_one", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        compare(table, landmarks, role, variants, n_boot=50, progress=False, store=store)
+    assert calls == ["MLP"] and [f.name for f in store.iterdir()] == ["variant000.npz"]
+
+    calls.clear()
+    monkeypatch.setattr(experiment, "_compare_one", lambda name, *args: calls.append(name) or real(name, *args))
+    # the photos now come from the landmark cache: that is not other work
+    again = compare(table.assign(from_cache=True), landmarks, role, variants, n_boot=50, progress=False, store=store)
+    assert calls == ["logreg", "majority"]
+    assert again.to_json() == plain.to_json()
+
+    calls.clear()
+    other_role, _ = roles_for(table, seed=1)  # other validation people: other work
+    assert (other_role != role).any()
+    compare(table, landmarks, other_role, variants, n_boot=50, progress=False, store=store)
+    assert calls == list(variants)
+
+
 def test_anxious_vs_rest_on_a_split(dataset, split):
     """The rest holds neutral and happy photos; false alarms are counted on the happy ones."""
     role, _ = split
