@@ -100,7 +100,8 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, ResultStore, crossval, prepare
+    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, ResultStore,
+                           crossval, prepare)
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig

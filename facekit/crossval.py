@@ -662,8 +662,6 @@ def _indexed(fn, i: int, *job):
 def job_key(parts: tuple, threads: int) -> str:
     """What decides a job's result, hashed: its arrays, tables and settings, the threads it runs with, and
     facekit's code and the versions of what it computes with."""
-    import pandas as pd
-
     h = hashlib.sha256(_code_fingerprint().encode())
     for part in (*parts, threads):
         if isinstance(part, pd.DataFrame):
