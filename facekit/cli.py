@@ -116,6 +116,7 @@ def cmd_crossval(args) -> int:
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
+    extra, extra_info = _extra_training(args, protocol) if args.extra_train else (None, None)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
     # --linear-path none / choose are model configs (ModelConfig.linear_skip), with the path trained where there is
     # one; auto / trained / fitted say how the path of the default config gets its weights.
@@ -127,7 +128,9 @@ def cmd_crossval(args) -> int:
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
-                      min_recall=args.min_recall, workers=args.workers, fold_store=store.folder)
+                      min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra)
+    if extra_info is not None:
+        result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
@@ -164,6 +167,33 @@ def cmd_crossval(args) -> int:
                   "for on new people; more inner folds (--inner-folds) give it more photos")
     print(f"wrote {out}")
     return 0
+
+
+def _extra_training(args, protocol):
+    """``--extra-train``'s data sets, indexed, extracted and prepared under ``protocol`` as one :class:`Prepared`
+    (person names prefixed with their data set's position where two of them are given), and what the JSON says
+    of them."""
+    import pandas as pd
+
+    from .crossval import prepare
+
+    data_path = Path(args.data).expanduser().resolve() if args.data not in (None, "demo") else None
+    tables, marks, sources = [], [], []
+    for i, path in enumerate(args.extra_train):
+        if data_path is not None and Path(path).expanduser().resolve() == data_path:
+            raise ValueError(f"--extra-train {path} is the data cross-validated itself: give another data set, "
+                             "of other people")
+        df = load_index(path, pattern=args.extra_pattern,
+                        label_map=parse_label_map(args.extra_label_map) or None)
+        chosen = _sample(argparse.Namespace(per_zip=args.per_zip, seed=args.seed, data=path), df)
+        table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
+        if len(args.extra_train) > 1:  # two sets may use the same person names for different people
+            table = table.assign(person=f"{i}:" + table["person"].astype(str))
+        tables.append(table)
+        marks.append(landmarks)
+        sources.append({"data": str(path), "source": ", ".join(sorted(set(df["source"]))), "n_rows": int(len(table))})
+    extra = prepare(pd.concat(tables, ignore_index=True), np.concatenate(marks), protocol)
+    return extra, {"sets": sources}
 
 
 def cmd_bench(args) -> int:
@@ -239,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "
                         "every core); the torch threads (OMP_NUM_THREADS, else one per core) are shared among them, "
                         "and with one thread per fold the numbers are those of --workers 1 with OMP_NUM_THREADS=1")
+    p.add_argument("--extra-train", action="append", default=[], metavar="DATA",
+                   help="another data set (an AI Hub root, a preset folder, or a folder with --extra-pattern) whose "
+                        "photos, all of other people, are added to the training side of every outer and inner fold "
+                        "and never validated or tested on; may be given more than once")
+    p.add_argument("--extra-pattern", default=None, help="--pattern for the --extra-train folders")
+    p.add_argument("--extra-label-map", default="", help="--label-map for the --extra-train folders")
     p.add_argument("--cache", default=None)
     p.add_argument("--fresh", action="store_true",
                    help="train every fold anew: an interrupted run keeps its finished folds beside --out (OUT.folds) "

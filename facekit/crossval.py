@@ -128,6 +128,30 @@ def check_learnable(data: Prepared) -> None:
                          "(?P<person>...) group and the photos' statuses")
 
 
+def _check_extra(data: Prepared, extra: Prepared) -> dict:
+    """A clear ``ValueError`` where ``extra`` cannot be trained on beside ``data``: another task, protocol or feature
+    width, no photo, or a photo that is also in ``data`` (identical landmarks: the same file given twice, which
+    would put a test person into training).  Returns what the result records of it."""
+    if extra.protocol != data.protocol or extra.classes != data.classes or extra.X.shape[1] != data.X.shape[1]:
+        raise ValueError(f"the extra training data were prepared under {extra.protocol} with classes {extra.classes}, "
+                         f"the data under {data.protocol} with classes {data.classes}: prepare both with the same "
+                         "Protocol")
+    if len(extra.y) == 0:
+        raise ValueError(f"the extra training data hold no usable photo for task {data.protocol.task!r} (counts: "
+                         f"{extra.counts}); check their labels and the photos' statuses")
+    both = {row.tobytes() for row in data.X} & {row.tobytes() for row in extra.X}
+    if both:
+        raise ValueError(f"{len(both)} photo(s) of the extra training data are also in the data cross-validated (the "
+                         "same landmarks): their people would be trained and tested on; give extra data of other "
+                         "people only")
+    shared = sorted(set(map(str, data.groups)) & set(map(str, extra.groups)))
+    if shared:
+        warnings.warn(f"{len(shared)} person name(s) are in both the data and the extra training data "
+                      f"({', '.join(shared[:5])}{', …' if len(shared) > 5 else ''}): if they are the same people, "
+                      "the results are not person-held-out; give extra data of other people only", stacklevel=3)
+    return {**extra.counts, "shared_person_names": shared}
+
+
 def _check_training_parts(data: Prepared, splits, folds) -> None:
     """A clear ``ValueError`` where an outer fold's training part cannot choose a model on inner person folds:
     fewer than two people in it, or a class with no photo in it (the held-out person holds them all)."""
@@ -284,7 +308,9 @@ class SelectedResNetMLP:
         self.linear_path = linear_path
         self.min_recall = min_recall
 
-    def fit(self, X, y, groups):
+    def fit(self, X, y, groups, extra=None):
+        """``extra``: ``(X, y)`` of photos from other people (``crossval(extra=…)``) added to the training side of
+        every inner fold and of the final model, never validated on."""
         tc = replace(self.train_config, seed=self.random_state)
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         oof_y = np.concatenate([y[va] for _, va in folds])
@@ -299,7 +325,7 @@ class SelectedResNetMLP:
             families.append(("trained", layouts, mirrors, tc))
         if self.linear_path in ("fitted", "auto") and any(c.has_linear_path for c in configs):
             linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
-                                    self.mirror).fit(X, y, groups)
+                                    self.mirror).fit(X, y, groups, extra)
             families.append(("fitted", (linear.layout_,), (linear.mirror_,), replace(tc, linear_C=linear.C_)))
         for family, fam_layouts, fam_mirrors, fam_tc in families:
             for c, config in enumerate(configs):
@@ -307,6 +333,7 @@ class SelectedResNetMLP:
                     continue  # ``auto``: the trained family already has this config
                 for layout in fam_layouts:
                     Xl = X[:, _columns(layout, X.shape[1])]
+                    Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
                     mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
                     # epoch 0: the fitted linear path alone
                     first = 0 if fam_tc.linear_C is not None and mc.has_linear_path else 1
@@ -314,7 +341,8 @@ class SelectedResNetMLP:
                         tcm = replace(fam_tc, mirror=mirror)
                         probas = []
                         for tr, va in folds:
-                            _, hist = fit(Xl[tr], y[tr], Xl[va], y[va], mc, tcm, keep_val_proba=True)
+                            _, hist = fit(*_plus(Xl[tr], y[tr], Xe, extra), Xl[va], y[va], mc, tcm,
+                                          keep_val_proba=True)
                             probas.append(np.stack([h["val_proba"] for h in hist]))
                         oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
                         curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
@@ -333,7 +361,8 @@ class SelectedResNetMLP:
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_, threshold_extra = (_thresholds(oof_y, oof_p[:, 1], self.min_recall) if self.n_classes == 2
                                             else (None, {}))
-        self.models_ = [fit(X[:, self.columns_], y, None, None, mc,
+        Xe = None if extra is None else extra[0][:, self.columns_]
+        self.models_ = [fit(*_plus(X[:, self.columns_], y, Xe, extra), None, None, mc,
                             replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
                         for k in range(self.ensemble)]
         self.model_ = self.models_[0]
@@ -349,6 +378,13 @@ class SelectedResNetMLP:
 
     def predict_proba(self, X):
         return np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
+
+
+def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra) -> tuple[np.ndarray, np.ndarray]:
+    """A training side's rows followed by the extra training rows (``X_extra``: ``extra``'s in the same columns)."""
+    if extra is None:
+        return X, y
+    return np.concatenate([X, X_extra]), np.concatenate([y, extra[1]])
 
 
 def _model_configs(model_config) -> tuple[ModelConfig, ...]:
@@ -384,18 +420,21 @@ class SelectedLogReg:
         out[:, clf.classes_] = clf.predict_proba(X)
         return out
 
-    def fit(self, X, y, groups):
+    def fit(self, X, y, groups, extra=None):
+        """``extra``: ``(X, y)`` added to every training side, never validated on (as :class:`SelectedResNetMLP`)."""
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         candidates = []  # (score, layout, mirror, C, out-of-fold y, out-of-fold probabilities)
         for layout in _layouts(self.layouts, X.shape[1]):
             Xl = X[:, _columns(layout, X.shape[1])]
+            Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
             for mirror in _mirrors(self.mirror):
                 for C in self.GRID:
                     oof_y, oof_p = [], []
                     for tr, va in folds:
-                        if len(np.unique(y[tr])) < 2:
+                        X_tr, y_tr = _plus(Xl[tr], y[tr], Xe, extra)
+                        if len(np.unique(y_tr)) < 2:
                             continue
-                        clf = self._fit(C, Xl[tr], y[tr], mirror)
+                        clf = self._fit(C, X_tr, y_tr, mirror)
                         oof_y.append(y[va])
                         oof_p.append(self._proba(clf, Xl[va]))
                     oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
@@ -406,7 +445,8 @@ class SelectedLogReg:
         self.columns_ = _columns(self.layout_, X.shape[1])
         self.threshold_, threshold_extra = (_thresholds(oy, op[:, 1], self.min_recall) if self.n_classes == 2
                                             else (None, {}))
-        self.model_ = self._fit(self.C_, X[:, self.columns_], y, self.mirror_)
+        Xe = None if extra is None else extra[0][:, self.columns_]
+        self.model_ = self._fit(self.C_, *_plus(X[:, self.columns_], y, Xe, extra), self.mirror_)
         self.selected_ = {"layout": self.layout_, "mirror": self.mirror_, "C": self.C_, "threshold": self.threshold_,
                           "inner_val_bal_acc": float(score), **threshold_extra}
         return self
@@ -421,7 +461,8 @@ class Majority:
     def __init__(self, n_classes: int, **_):
         self.n_classes = n_classes
 
-    def fit(self, X, y, groups):
+    def fit(self, X, y, groups, extra=None):
+        y = y if extra is None else np.concatenate([y, extra[1]])
         self.class_ = int(np.bincount(y, minlength=self.n_classes).argmax())
         self.threshold_ = None
         self.selected_ = {"class": self.class_}
@@ -453,7 +494,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
-             workers: int | None = 1, threads: int | None = None, fold_store=None) -> dict:
+             workers: int | None = 1, threads: int | None = None, fold_store=None,
+             extra: Prepared | None = None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -470,7 +512,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     of ``workers=1`` under ``OMP_NUM_THREADS=1``.  ``fold_store``: a folder (:class:`ResultStore`) that keeps
     each outer fold as it finishes, so that a run stopped by Ctrl-C, a crash or a full disk goes on from
     its finished folds when started again: a kept fold is reused only where its data, settings, code
-    and threads are this run's (otherwise it is trained again), and ``resumed_folds`` names the reused ones."""
+    and threads are this run's (otherwise it is trained again), and ``resumed_folds`` names the reused ones.
+    ``extra``: photos of *other* people (another data set, prepared by :func:`prepare` under the same protocol),
+    added to the training side of every outer and inner fold and never validated or tested on: every choice is
+    still made, and every number measured, on ``data``'s people alone (``extra_train`` in the result counts them)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -481,6 +526,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         raise ValueError("--min-recall sets the threshold of a two-class model (binary or anxious-vs-rest, "
                          f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
     check_learnable(data)
+    extra_info = _check_extra(data, extra) if extra is not None else None
     splits = person_folds(g, folds, seed=seed)
     for tr, te in splits:
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
@@ -500,7 +546,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
-        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress):
+        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, extra):
             if out.get("resumed"):
                 resumed.append(out["fold"])
             k, te = out["fold"], splits[out["fold"]][1]
@@ -537,7 +583,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                                   "folds of each training part",
                      "threshold_rule": ("balanced accuracy" if min_recall is None else
                                         f"highest cut with inner out-of-fold anxious recall >= {min_recall:g}"),
-                     "min_recall": min_recall},
+                     "min_recall": min_recall, "extra_train": extra is not None},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],
@@ -577,6 +623,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["per_person"] = per.reset_index().to_dict(orient="records")
     result["folds_detail"] = fold_rows
     result["n_folds"] = len(splits)
+    if extra_info is not None:
+        result["extra_train"] = extra_info
     result["resumed_folds"] = sorted(resumed)  # kept from an earlier, interrupted run (fold_store)
     result["runtime_s"] = round(time.time() - t0, 1)  # this run's: without the resumed folds' training
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
@@ -604,10 +652,12 @@ def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) 
                if n > 1 else None)
 
 
-def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict) -> dict:
+def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict,
+              extra: tuple | None = None) -> dict:
     """Train one outer fold's model (its inner folds choose everything) and score its held-out rows:
-    the unit of work of :func:`crossval`, run in this process or a worker."""
-    clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr)
+    the unit of work of :func:`crossval`, run in this process or a worker.  ``extra``: ``(X, y)`` trained on
+    with every training side, never validated or tested on."""
+    clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr, extra)
     binary = n_classes == 2
     return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
             "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
@@ -615,14 +665,15 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
 
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
-               store: "ResultStore | None" = None, progress: bool = False):
+               store: "ResultStore | None" = None, progress: bool = False, extra: Prepared | None = None):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
     ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first)."""
     X, y, g = data.X, data.y, data.groups
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
+    added = None if extra is None else (extra.X, extra.y)
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
-             len(data.classes), model, params) for k, (tr, te) in enumerate(splits)]
+             len(data.classes), model, params, added) for k, (tr, te) in enumerate(splits)]
     for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 
@@ -663,8 +714,16 @@ def job_key(parts: tuple, threads: int) -> str:
     """What decides a job's result, hashed: its arrays, tables and settings, the threads it runs with, and
     facekit's code and the versions of what it computes with."""
     h = hashlib.sha256(_code_fingerprint().encode())
-    for part in (*parts, threads):
-        if isinstance(part, pd.DataFrame):
+    _hash_parts(h, (*parts, threads))
+    return h.hexdigest()
+
+
+def _hash_parts(h, parts) -> None:
+    for part in parts:
+        if isinstance(part, tuple):  # e.g. crossval's extra training rows: each array in full, not its repr
+            h.update(b"(")
+            _hash_parts(h, part)
+        elif isinstance(part, pd.DataFrame):
             h.update(repr((list(part.columns), part.dtypes.astype(str).tolist())).encode())
             h.update(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes())
         elif isinstance(part, np.ndarray):
@@ -673,7 +732,6 @@ def job_key(parts: tuple, threads: int) -> str:
         else:
             h.update(repr(part).encode())
         h.update(b"\1")
-    return h.hexdigest()
 
 
 def _code_fingerprint() -> str:

@@ -313,11 +313,88 @@ def test_fold_store_key_holds_what_decides_a_fold(binary, dataset):
     groups[0] = "someone else"
     assert job_key((0, X, binary.y[:10], groups, *job[4:]), 1) != key
     assert job_key(job, 2) != key
+    extra = (binary.X[10:20], binary.y[10:20])  # crossval's extra training rows: in full, not by their repr
+    with_extra = job_key((*job, extra), 1)
+    assert with_extra != key and with_extra == job_key((*job, (extra[0].copy(), extra[1])), 1)
+    E2 = extra[0].copy()
+    E2[5, 700] = np.nextafter(E2[5, 700], E2.dtype.type(np.inf))
+    assert job_key((*job, (E2, extra[1])), 1) != with_extra
     table = dataset[0]
     assert job_key((table,), 1) == job_key((table.copy(),), 1)
     changed = table.copy()
     changed.loc[5, "emotion"] = "기쁨" if changed.loc[5, "emotion"] != "기쁨" else "분노"
     assert job_key((changed,), 1) != job_key((table,), 1)
+
+
+@pytest.fixture(scope="module")
+def others():
+    """4 synthetic people whose names and faces are not ``dataset``'s: extra training data for it."""
+    table, landmarks = synthetic.make_dataset(n_people=4, photos_per_emotion=4, seed=11)
+    table = table.assign(person="other-" + table["person"].astype(str))
+    return prepare(table, landmarks, Protocol(task="binary"))
+
+
+def _row_set(X: np.ndarray) -> set:
+    return {row.tobytes() for row in np.ascontiguousarray(X)}
+
+
+@pytest.mark.parametrize("model,kwargs", [("resnet-mlp", dict(FAST_MLP, inner_folds=2)), ("logreg", {"inner_folds": 2})])
+def test_extra_training_people_train_every_fold_and_are_never_validated_or_tested(binary, others, model, kwargs,
+                                                                                  monkeypatch):
+    """``extra``: every training side, inner and outer, holds all the extra photos; no validation side and no
+    test fold holds any; every choice and number is still made on the data's own people."""
+    import facekit.crossval as cv
+
+    cols = {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}  # the layouts' columns
+    extra_rows = {n: _row_set(others.X[:, c]) for n, c in cols.items()}
+    data_rows = {n: _row_set(binary.X[:, c]) for n, c in cols.items()}
+    seen = {"train": 0, "val": 0, "on": False}
+
+    def check(X_train, X_val=None):
+        if not seen["on"]:
+            return
+        n = X_train.shape[1]
+        rows = _row_set(X_train)
+        assert extra_rows[n] <= rows, "a training side without the extra photos"
+        assert rows <= extra_rows[n] | data_rows[n]
+        seen["train"] += 1
+        if X_val is not None and len(X_val):
+            assert not _row_set(X_val) & extra_rows[n], "an extra photo validated on"
+            assert _row_set(X_val) <= data_rows[n]
+            seen["val"] += 1
+
+    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
+    monkeypatch.setattr(cv, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
+    monkeypatch.setattr(cv.SelectedLogReg, "_fit", lambda self, C, X, y, m: (check(X), real_logreg_fit(self, C, X, y, m))[1])
+    plain = crossval(binary, folds=4, model=model, progress=False, n_boot=50, **kwargs)
+    seen["on"] = True
+    result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, extra=others, **kwargs)
+    assert seen["train"] > 4 and (seen["val"] > 0 or model == "logreg")
+    _check_result(result, binary)  # tested people, counts and per-person table: the data's alone
+    assert not {p for f in result["folds_detail"] for p in f["test_people"]} & set(others.groups)
+    assert result["protocol"]["extra_train"] is True and plain["protocol"]["extra_train"] is False
+    info = result["extra_train"]
+    assert info["n_images"] == len(others.y) == 32 and info["n_people"] == 4 and info["shared_person_names"] == []
+    assert "extra_train" not in plain and result["n_images"] == plain["n_images"]
+    # the extra photos change the models: the held-out probabilities differ
+    assert result["auc"] != plain["auc"] or result["folds_detail"] != plain["folds_detail"]
+
+
+def test_extra_training_data_that_cannot_be_used_are_refused(binary, others, dataset):
+    one = replace(others, X=np.concatenate([others.X, binary.X[:1]]), y=np.concatenate([others.y, binary.y[:1]]),
+                  groups=np.concatenate([others.groups, ["someone"]]))
+    with pytest.raises(ValueError, match="1 photo.* also in the data cross-validated"):
+        crossval(binary, folds=4, model="majority", progress=False, extra=one)
+    with pytest.raises(ValueError, match="same Protocol"):
+        crossval(binary, folds=4, model="majority", progress=False,
+                 extra=prepare(*dataset, Protocol(task="anxious-vs-rest")))
+    none = others.subset(np.zeros(len(others.y), bool))
+    with pytest.raises(ValueError, match="no usable photo"):
+        crossval(binary, folds=4, model="majority", progress=False, extra=none)
+    named = replace(others, groups=np.where(others.groups == others.groups[0], binary.groups[0], others.groups))
+    with pytest.warns(UserWarning, match=f"1 person name.*{binary.groups[0]}"):
+        result = crossval(binary, folds=4, model="majority", progress=False, n_boot=20, extra=named)
+    assert result["extra_train"]["shared_person_names"] == [binary.groups[0]]
 
 
 def test_fold_workers():
