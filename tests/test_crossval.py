@@ -661,6 +661,30 @@ def test_cli_linear_path_and_min_recall(jaffe_cli, jaffe_root, tmp_path, capsys,
         assert "balanced_threshold" not in result
 
 
+def test_cli_extra_train_adds_other_people_to_training_only(jaffe_cli, jaffe_root, ckplus_root, tmp_path, capsys):
+    """``--extra-train ckplus``: CK+'s people join every training side; JAFFE's people alone are tested, and the
+    JSON says what was added.  The data set itself given as extra data is refused, naming it."""
+    from facekit import cli
+
+    _proc, _out, cache = jaffe_cli
+    out = tmp_path / "plus.json"
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    assert cli.main([*args, "--out", str(out), "--extra-train", str(ckplus_root)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_images"] == 62 and result["n_people"] == 10 and result["protocol"]["extra_train"] is True
+    extra = result["extra_train"]
+    assert extra["sets"] == [{"data": str(ckplus_root), "source": "ckplus", "n_rows": extra["n_rows"]}]
+    assert extra["per_class"]["anxious"] == 25 and extra["n_people"] > 100 and extra["shared_person_names"] == []
+    assert extra["n_images"] == extra["per_class"]["neutral"] + 25 and extra["n_other_emotions"] > 0
+    assert sorted(p for f in result["folds_detail"] for p in f["test_people"]) == sorted(
+        r["person"] for r in result["per_person"]) and len(result["per_person"]) == 10
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "self.json"), "--extra-train", str(jaffe_root)]) == 2
+    assert f"--extra-train {jaffe_root} is the data cross-validated itself" in capsys.readouterr().err
+    assert not (tmp_path / "self.json").exists()
+
+
 def test_crossval_default_has_the_linear_path():
     import inspect
 
