@@ -22,6 +22,9 @@ for path in sorted(folder.glob("*.json")):
     if r["protocol"].get("linear_path") == "auto":  # which way of making the linear path the inner folds chose
         paths = [f.get("linear_path") for f in r.get("folds_detail", [])]
         model += f", linear path auto (fitted {paths.count('fitted')}, trained {paths.count('trained')})"
+    if r.get("extra_train"):  # other people added to every training side (--extra-train)
+        sets = ", ".join(Path(x["data"]).name for x in r["extra_train"].get("sets", [])) or "extra data"
+        model += f", + {sets} in training ({r['extra_train']['n_images']} photos / {r['extra_train']['n_people']} people)"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
