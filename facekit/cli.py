@@ -170,16 +170,17 @@ def cmd_crossval(args) -> int:
 
 
 def _extra_training(args, protocol):
-    """``--extra-train``'s data sets, indexed, extracted and prepared under ``protocol`` as one :class:`Prepared`
-    (person names prefixed with their data set's position where two of them are given), and what the JSON says
-    of them."""
+    """``--extra-train``'s data sets, indexed, extracted and prepared under ``protocol`` as one :class:`Prepared`,
+    and what the JSON says of them.  Their person names are kept as they are: they serve only to warn of a name
+    that the cross-validated data has too (and to count people, so two extra sets that use one name for
+    different people count them once)."""
     import pandas as pd
 
     from .crossval import prepare
 
     data_path = Path(args.data).expanduser().resolve() if args.data not in (None, "demo") else None
     tables, marks, sources = [], [], []
-    for i, path in enumerate(args.extra_train):
+    for path in args.extra_train:
         if data_path is not None and Path(path).expanduser().resolve() == data_path:
             raise ValueError(f"--extra-train {path} is the data cross-validated itself: give another data set, "
                              "of other people")
@@ -187,8 +188,6 @@ def _extra_training(args, protocol):
                         label_map=parse_label_map(args.extra_label_map) or None)
         chosen = _sample(argparse.Namespace(per_zip=args.per_zip, seed=args.seed, data=path), df)
         table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
-        if len(args.extra_train) > 1:  # two sets may use the same person names for different people
-            table = table.assign(person=f"{i}:" + table["person"].astype(str))
         tables.append(table)
         marks.append(landmarks)
         sources.append({"data": str(path), "source": ", ".join(sorted(set(df["source"]))), "n_rows": int(len(table))})
