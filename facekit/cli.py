@@ -106,6 +106,8 @@ def cmd_crossval(args) -> int:
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
+    if args.extra_centre != "none" and not args.extra_train:
+        raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
     out = check_writable(args.out)  # now, not after hours of cross-validation
     store = ResultStore(fold_store_path(out))  # the finished folds, until the results are written
     if args.fresh:
@@ -128,7 +130,8 @@ def cmd_crossval(args) -> int:
     result = crossval(data, folds=args.folds, model=args.model, seed=args.seed, inner_folds=args.inner_folds,
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
-                      min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra)
+                      min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
+                      extra_centre=args.extra_centre)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -170,16 +173,14 @@ def cmd_crossval(args) -> int:
 
 
 def _extra_training(args, protocol):
-    """``--extra-train``'s data sets, indexed, extracted and prepared under ``protocol`` as one :class:`Prepared`,
-    and what the JSON says of them.  Their person names are kept as they are: they serve only to warn of a name
-    that the cross-validated data has too (and to count people, so two extra sets that use one name for
-    different people count them once)."""
-    import pandas as pd
-
+    """``--extra-train``'s data sets, indexed, extracted and prepared under ``protocol`` (a :class:`Prepared`
+    each: ``--extra-centre`` places each set on its own), and what the JSON says of them.  Their person names
+    are kept as they are: they serve only to warn of a name that the cross-validated data has too (and to count
+    people, so two extra sets that use one name for different people count them once)."""
     from .crossval import prepare
 
     data_path = Path(args.data).expanduser().resolve() if args.data not in (None, "demo") else None
-    tables, marks, sources = [], [], []
+    prepared, sources = [], []
     for path in args.extra_train:
         if data_path is not None and Path(path).expanduser().resolve() == data_path:
             raise ValueError(f"--extra-train {path} is the data cross-validated itself: give another data set, "
@@ -188,11 +189,9 @@ def _extra_training(args, protocol):
                         label_map=parse_label_map(args.extra_label_map) or None)
         chosen = _sample(argparse.Namespace(per_zip=args.per_zip, seed=args.seed, data=path), df)
         table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
-        tables.append(table)
-        marks.append(landmarks)
+        prepared.append(prepare(table, landmarks, protocol))
         sources.append({"data": str(path), "source": ", ".join(sorted(set(df["source"]))), "n_rows": int(len(table))})
-    extra = prepare(pd.concat(tables, ignore_index=True), np.concatenate(marks), protocol)
-    return extra, {"sets": sources}
+    return prepared, {"sets": sources}
 
 
 def cmd_bench(args) -> int:
@@ -274,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                         "and never validated or tested on; may be given more than once")
     p.add_argument("--extra-pattern", default=None, help="--pattern for the --extra-train folders")
     p.add_argument("--extra-label-map", default="", help="--label-map for the --extra-train folders")
+    p.add_argument("--extra-centre", default="none", choices=("none", "neutral"),
+                   help="how each --extra-train set is placed before pooling: none (as it is) or neutral (on every "
+                        "training side, moved so that the mean of its neutral faces is the mean of that side's own "
+                        "neutral faces: removes a set's offset of capture or population)")
     p.add_argument("--cache", default=None)
     p.add_argument("--fresh", action="store_true",
                    help="train every fold anew: an interrupted run keeps its finished folds beside --out (OUT.folds) "

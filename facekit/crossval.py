@@ -37,6 +37,9 @@ from .train import TrainConfig, _mirror_features, fit, predict_proba, torch_thre
 
 MODELS = ("resnet-mlp", "logreg", "majority")
 CALIBRATIONS = ("none", "personal-neutral")
+# --extra-centre: how each extra training set is placed beside the data's training people before pooling
+EXTRA_CENTRES = ("none", "neutral")
+NEUTRAL = "중립"
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,53 @@ def check_learnable(data: Prepared) -> None:
         raise ValueError(f"the usable photos show {len(people)} person ({', '.join(map(str, people)) or 'none'}); "
                          "testing on people absent from training needs at least 2: check the pattern's "
                          "(?P<person>...) group and the photos' statuses")
+
+
+def concat_prepared(parts) -> Prepared:
+    """Several :class:`Prepared` of one protocol (e.g. ``--extra-train``'s data sets) as one; ``counts`` adds up,
+    except ``n_people``, which counts the names once."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.protocol != first.protocol or part.classes != first.classes:
+            raise ValueError(f"data sets prepared under {part.protocol} and {first.protocol} cannot be pooled: "
+                             "prepare them with the same Protocol")
+    arrays = {name: np.concatenate([getattr(p, name) for p in parts])
+              for name in ("X", "y", "groups", "emotion", "X_other", "groups_other", "emotion_other")}
+    counts = {}
+    for part in parts:
+        for key, value in part.counts.items():
+            if key == "per_class":
+                counts[key] = {c: counts.get(key, {}).get(c, 0) + n for c, n in value.items()}
+            elif isinstance(value, (int, np.integer)):
+                counts[key] = counts.get(key, 0) + int(value)
+    counts["n_people"] = int(len(np.unique(arrays["groups"])))
+    offsets = np.cumsum([0] + [p.counts.get("n_rows", 0) for p in parts[:-1]])  # rows: positions in the tables
+    positions = {name: (np.concatenate([getattr(p, name) + o for p, o in zip(parts, offsets)])
+                        if all(getattr(p, name) is not None for p in parts) else None)
+                 for name in ("rows", "rows_other")}
+    return Prepared(first.protocol, first.classes, counts=counts, **arrays, **positions)
+
+
+def _extra_rows(data: Prepared, extras: list[Prepared], centre: str):
+    """``crossval``'s extra training rows as they travel to each fold: ``(X, y)``, and with ``centre="neutral"``
+    also each row's set, which rows are neutral, and (per outer fold, added by :func:`_run_folds`) which of the
+    fold's own training rows are neutral: :func:`_plus` then moves each set so that its neutral photos' mean
+    face is that of the training side's own neutral photos (the shift is fitted on each training side alone)."""
+    X = np.concatenate([e.X for e in extras])
+    y = np.concatenate([e.y for e in extras])
+    if centre == "none":
+        return (X, y)
+    missing = [name for name, part in [("the data cross-validated", data)]
+               + [(f"extra training set {i + 1}", e) for i, e in enumerate(extras)] if not (part.emotion == NEUTRAL).any()]
+    if missing:
+        raise ValueError(f"--extra-centre neutral moves each extra set's mean neutral face onto the data's, but "
+                         f"{' and '.join(missing)} hold no neutral photo among the task's photos: use "
+                         "--extra-centre none, or data with neutral photos")
+    sets = np.concatenate([np.full(len(e.y), i) for i, e in enumerate(extras)])
+    return (X, y, sets, np.concatenate([e.emotion == NEUTRAL for e in extras]))
 
 
 def _check_extra(data: Prepared, extra: Prepared) -> dict:
@@ -341,7 +391,7 @@ class SelectedResNetMLP:
                         tcm = replace(fam_tc, mirror=mirror)
                         probas = []
                         for tr, va in folds:
-                            _, hist = fit(*_plus(Xl[tr], y[tr], Xe, extra), Xl[va], y[va], mc, tcm,
+                            _, hist = fit(*_plus(Xl[tr], y[tr], Xe, extra, tr), Xl[va], y[va], mc, tcm,
                                           keep_val_proba=True)
                             probas.append(np.stack([h["val_proba"] for h in hist]))
                         oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
@@ -380,10 +430,24 @@ class SelectedResNetMLP:
         return np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
 
 
-def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra) -> tuple[np.ndarray, np.ndarray]:
-    """A training side's rows followed by the extra training rows (``X_extra``: ``extra``'s in the same columns)."""
+def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """A training side's rows followed by the extra training rows (``X_extra``: ``extra``'s in the same columns).
+    ``rows``: where ``X`` sits among the rows the model's ``fit`` was given (``None``: all of them).  With
+    centring (``extra`` of :func:`_extra_rows` with ``--extra-centre neutral``), each extra set is first moved so
+    that the mean of its neutral faces is the mean of this training side's own neutral faces."""
     if extra is None:
         return X, y
+    if len(extra) > 2:
+        _, _, sets, neutral_extra, neutral_data = extra
+        own = neutral_data if rows is None else neutral_data[rows]
+        if not own.any():
+            raise ValueError("a training side holds no neutral photo of the data's own people, so --extra-centre "
+                             "neutral has nothing to centre the extra sets on: use --extra-centre none, or fewer "
+                             "folds (more people in each training side)")
+        target = X[own].mean(axis=0)
+        X_extra = X_extra.astype(X.dtype)  # a copy, in the data's precision
+        for s in np.unique(sets):
+            X_extra[sets == s] += target - X_extra[(sets == s) & neutral_extra].mean(axis=0)
     return np.concatenate([X, X_extra]), np.concatenate([y, extra[1]])
 
 
@@ -431,7 +495,7 @@ class SelectedLogReg:
                 for C in self.GRID:
                     oof_y, oof_p = [], []
                     for tr, va in folds:
-                        X_tr, y_tr = _plus(Xl[tr], y[tr], Xe, extra)
+                        X_tr, y_tr = _plus(Xl[tr], y[tr], Xe, extra, tr)
                         if len(np.unique(y_tr)) < 2:
                             continue
                         clf = self._fit(C, X_tr, y_tr, mirror)
@@ -495,7 +559,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
              workers: int | None = 1, threads: int | None = None, fold_store=None,
-             extra: Prepared | None = None) -> dict:
+             extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none") -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -515,7 +579,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     and threads are this run's (otherwise it is trained again), and ``resumed_folds`` names the reused ones.
     ``extra``: photos of *other* people (another data set, prepared by :func:`prepare` under the same protocol),
     added to the training side of every outer and inner fold and never validated or tested on: every choice is
-    still made, and every number measured, on ``data``'s people alone (``extra_train`` in the result counts them)."""
+    still made, and every number measured, on ``data``'s people alone (``extra_train`` in the result counts them);
+    a list of data sets is pooled.  ``extra_centre``: ``"none"`` pools them as they are; ``"neutral"`` first
+    moves each extra set, on every training side, so that its neutral photos' mean face is that of the training
+    side's own neutral photos (the data's held-out people are never moved or looked at)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -526,7 +593,15 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         raise ValueError("--min-recall sets the threshold of a two-class model (binary or anxious-vs-rest, "
                          f"resnet-mlp or logreg); this run has {n_classes} classes and model {model!r}")
     check_learnable(data)
-    extra_info = _check_extra(data, extra) if extra is not None else None
+    if extra_centre not in EXTRA_CENTRES:
+        raise ValueError(f"extra_centre must be one of {EXTRA_CENTRES}, got {extra_centre!r}")
+    extras = [extra] if isinstance(extra, Prepared) else list(extra or [])
+    if extra_centre != "none" and not extras:
+        raise ValueError(f"--extra-centre {extra_centre} places extra training data (--extra-train), and none is given")
+    extra_info, added = None, None
+    if extras:
+        extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
+        added = _extra_rows(data, extras, extra_centre)
     splits = person_folds(g, folds, seed=seed)
     for tr, te in splits:
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
@@ -546,7 +621,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
-        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, extra):
+        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, added):
             if out.get("resumed"):
                 resumed.append(out["fold"])
             k, te = out["fold"], splits[out["fold"]][1]
@@ -583,7 +658,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                                   "folds of each training part",
                      "threshold_rule": ("balanced accuracy" if min_recall is None else
                                         f"highest cut with inner out-of-fold anxious recall >= {min_recall:g}"),
-                     "min_recall": min_recall, "extra_train": extra is not None},
+                     "min_recall": min_recall, "extra_train": bool(extras),
+                     "extra_centre": extra_centre if extras else None},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],
@@ -655,8 +731,9 @@ def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) 
 def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict,
               extra: tuple | None = None) -> dict:
     """Train one outer fold's model (its inner folds choose everything) and score its held-out rows:
-    the unit of work of :func:`crossval`, run in this process or a worker.  ``extra``: ``(X, y)`` trained on
-    with every training side, never validated or tested on."""
+    the unit of work of :func:`crossval`, run in this process or a worker.  ``extra``: the rows of
+    :func:`_extra_rows` (``(X, y)``, and what centring needs) trained on with every training side, never
+    validated or tested on."""
     clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr, extra)
     binary = n_classes == 2
     return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
@@ -665,15 +742,18 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
 
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
-               store: "ResultStore | None" = None, progress: bool = False, extra: Prepared | None = None):
+               store: "ResultStore | None" = None, progress: bool = False, extra: tuple | None = None):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
-    ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first)."""
+    ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first).
+    ``extra``: :func:`_extra_rows`; with centring, each fold's job also says which of its training rows are neutral."""
     X, y, g = data.X, data.y, data.groups
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
-    added = None if extra is None else (extra.X, extra.y)
+    def added(tr):
+        return extra if extra is None or len(extra) == 2 else (*extra, data.emotion[tr] == NEUTRAL)
+
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
-             len(data.classes), model, params, added) for k, (tr, te) in enumerate(splits)]
+             len(data.classes), model, params, added(tr)) for k, (tr, te) in enumerate(splits)]
     for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 

@@ -380,6 +380,88 @@ def test_extra_training_people_train_every_fold_and_are_never_validated_or_teste
     assert result["auc"] != plain["auc"] or result["folds_detail"] != plain["folds_detail"]
 
 
+@pytest.fixture(scope="module")
+def far(others):
+    """Another 4 people, their faces all moved by one offset (another capture): a second extra set."""
+    table, landmarks = synthetic.make_dataset(n_people=4, photos_per_emotion=4, seed=12)
+    moved = prepare(table.assign(person="far-" + table["person"].astype(str)), landmarks, Protocol(task="binary"))
+    offset = np.linspace(-0.3, 0.3, moved.X.shape[1], dtype=moved.X.dtype)
+    return replace(moved, X=moved.X + offset, X_other=moved.X_other + offset)
+
+
+@pytest.mark.parametrize("model,kwargs", [("resnet-mlp", dict(FAST_MLP, inner_folds=2)), ("logreg", {"inner_folds": 2})])
+def test_extra_centre_neutral_puts_each_sets_neutral_mean_on_each_training_sides_own(binary, others, far, model, kwargs,
+                                                                                     monkeypatch):
+    """``extra_centre="neutral"``: on every training side, inner and outer, each extra set arrives moved by one
+    vector so that its neutral faces' mean is that side's own neutral faces' mean; the held-out rows are not moved."""
+    import facekit.crossval as cv
+
+    n_extra = [len(others.y), len(far.y)]
+    sources = {n: [e.X[:, c] for e in (others, far)] for n, c in
+               {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}.items()}
+    data_rows = {n: _row_set(binary.X[:, c]) for n, c in {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}.items()}
+    seen = {"sides": 0}
+
+    def check(X_train, y_train, X_val=None):
+        n = X_train.shape[1]
+        own, y_own = X_train[:-sum(n_extra)], y_train[:-sum(n_extra)]
+        assert _row_set(own) <= data_rows[n] and (y_own == 0).any()
+        target = own[y_own == 0].mean(axis=0)  # binary: class 0 is neutral
+        start = len(own)
+        for k, (rows, original, extra) in enumerate(zip(n_extra, sources[n], (others, far))):
+            moved = X_train[start:start + rows]
+            shift = moved - original
+            np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-6)  # one vector a set
+            np.testing.assert_allclose(moved[extra.y == 0].mean(axis=0), target, atol=1e-6)
+            start += rows
+        if X_val is not None and len(X_val):
+            assert _row_set(X_val) <= data_rows[n]
+        seen["sides"] += 1
+
+    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
+    monkeypatch.setattr(cv, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, yt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
+    monkeypatch.setattr(cv.SelectedLogReg, "_fit",
+                        lambda self, C, X, y, m: (check(X, y), real_logreg_fit(self, C, X, y, m))[1])
+    result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, extra=[others, far],
+                      extra_centre="neutral", **kwargs)
+    assert seen["sides"] > 4
+    _check_result(result, binary)
+    assert result["protocol"]["extra_centre"] == "neutral" and result["extra_train"]["centre"] == "neutral"
+    info = result["extra_train"]
+    assert info["n_images"] == sum(n_extra) and info["n_people"] == 8
+    assert info["per_class"] == {"neutral": 32, "anxious": 32}
+
+
+def test_extra_centre_neutral_undoes_a_sets_offset(binary, others):
+    """The same extra people moved by one offset (another camera, another population's mean face) train the same
+    models once centred; pooled as they are, they do not."""
+    # in float64, so that moving a face and moving it back leaves it within ~1e-16 (float32: 1e-7, enough to
+    # reorder near-tied probabilities)
+    binary, others = replace(binary, X=binary.X.astype(np.float64)), replace(others, X=others.X.astype(np.float64))
+    moved = replace(others, X=others.X + np.linspace(-0.5, 0.5, others.X.shape[1]))
+    runs = {(centre, name): crossval(binary, folds=4, model="logreg", inner_folds=2, progress=False, n_boot=50,
+                                     extra=extra, extra_centre=centre)
+            for centre in ("none", "neutral") for name, extra in (("as is", others), ("moved", moved))}
+    same, other = runs["neutral", "as is"], runs["neutral", "moved"]
+    # the solver's last digits may still reorder one near-tied pair of probabilities: the AUC within one pair
+    assert same["per_person"] == other["per_person"] and same["auc"] == pytest.approx(other["auc"], abs=0.005)
+    assert [(f["C"], f["layout"], f["threshold"]) for f in same["folds_detail"]] == [
+        (f["C"], f["layout"], f["threshold"]) for f in other["folds_detail"]]
+    assert runs["none", "as is"]["auc"] != pytest.approx(runs["none", "moved"]["auc"], abs=0.005)
+    assert runs["none", "as is"]["per_person"] != runs["none", "moved"]["per_person"]
+    assert runs["none", "moved"]["protocol"]["extra_centre"] == "none"
+
+
+def test_extra_centre_that_cannot_be_done_is_refused(binary, others):
+    fear_only = others.subset(others.y == 1)
+    with pytest.raises(ValueError, match="extra training set 1 hold no neutral photo"):
+        crossval(binary, folds=4, model="majority", progress=False, extra=fear_only, extra_centre="neutral")
+    with pytest.raises(ValueError, match="and none is given"):
+        crossval(binary, folds=4, model="majority", progress=False, extra_centre="neutral")
+    with pytest.raises(ValueError, match="extra_centre must be one of"):
+        crossval(binary, folds=4, model="majority", progress=False, extra=others, extra_centre="mean")
+
+
 def test_extra_training_data_that_cannot_be_used_are_refused(binary, others, dataset):
     one = replace(others, X=np.concatenate([others.X, binary.X[:1]]), y=np.concatenate([others.y, binary.y[:1]]),
                   groups=np.concatenate([others.groups, ["someone"]]))
@@ -679,7 +761,15 @@ def test_cli_extra_train_adds_other_people_to_training_only(jaffe_cli, jaffe_roo
     assert extra["n_images"] == extra["per_class"]["neutral"] + 25 and extra["n_other_emotions"] > 0
     assert sorted(p for f in result["folds_detail"] for p in f["test_people"]) == sorted(
         r["person"] for r in result["per_person"]) and len(result["per_person"]) == 10
+    centred = tmp_path / "centred.json"
+    assert cli.main([*args, "--out", str(centred), "--extra-train", str(ckplus_root), "--extra-centre", "neutral"]) == 0
+    centred = json.loads(centred.read_text())
+    assert centred["protocol"]["extra_centre"] == "neutral" and centred["extra_train"]["centre"] == "neutral"
+    assert result["protocol"]["extra_centre"] == "none" and centred["extra_train"]["n_images"] == extra["n_images"]
+    assert centred["per_person"] != result["per_person"] or centred["auc"] != result["auc"]
     capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "alone.json"), "--extra-centre", "neutral"]) == 2
+    assert "--extra-centre neutral places the --extra-train data sets" in capsys.readouterr().err
     assert cli.main([*args, "--out", str(tmp_path / "self.json"), "--extra-train", str(jaffe_root)]) == 2
     assert f"--extra-train {jaffe_root} is the data cross-validated itself" in capsys.readouterr().err
     assert not (tmp_path / "self.json").exists()
