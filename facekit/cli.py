@@ -108,6 +108,9 @@ def cmd_crossval(args) -> int:
 
     if args.extra_centre != "none" and not args.extra_train:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
+    if args.train_on == "emotions" and args.task != "anxious-vs-rest":
+        raise ValueError(f"--train-on emotions trains an anxious-vs-rest model on every emotion present; this run's "
+                         f"task is {args.task!r}: give --task anxious-vs-rest (7class already trains on them)")
     out = check_writable(args.out)  # now, not after hours of cross-validation
     store = ResultStore(fold_store_path(out))  # the finished folds, until the results are written
     if args.fresh:
@@ -131,7 +134,7 @@ def cmd_crossval(args) -> int:
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
                       min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
-                      extra_centre=args.extra_centre)
+                      extra_centre=args.extra_centre, train_on=args.train_on)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                         "and never validated or tested on; may be given more than once")
     p.add_argument("--extra-pattern", default=None, help="--pattern for the --extra-train folders")
     p.add_argument("--extra-label-map", default="", help="--label-map for the --extra-train folders")
+    p.add_argument("--train-on", default="task", choices=("task", "emotions"),
+                   help="anxious-vs-rest: train on the task's two classes (task) or on every emotion present, each a "
+                        "class of its own (emotions), scoring, choosing and thresholding P(anxious) either way")
     p.add_argument("--extra-centre", default="none", choices=("none", "neutral"),
                    help="how each --extra-train set is placed before pooling: none (as it is) or neutral (on every "
                         "training side, moved so that the mean of its neutral faces is the mean of that side's own "

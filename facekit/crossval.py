@@ -37,6 +37,8 @@ from .train import TrainConfig, _mirror_features, fit, predict_proba, torch_thre
 
 MODELS = ("resnet-mlp", "logreg", "majority")
 CALIBRATIONS = ("none", "personal-neutral")
+# --train-on: the classes an anxious-vs-rest model trains on (its own two, or every emotion present)
+TRAIN_ON = ("task", "emotions")
 # --extra-centre: how each extra training set is placed beside the data's training people before pooling
 EXTRA_CENTRES = ("none", "neutral")
 NEUTRAL = "중립"
@@ -176,6 +178,23 @@ def _extra_rows(data: Prepared, extras: list[Prepared], centre: str):
                          "--extra-centre none, or data with neutral photos")
     sets = np.concatenate([np.full(len(e.y), i) for i, e in enumerate(extras)])
     return (X, y, sets, np.concatenate([e.emotion == NEUTRAL for e in extras]))
+
+
+def _training_classes(data: Prepared, train_on: str, model: str, extra) -> tuple[np.ndarray | None, tuple, int | None]:
+    """``(y to train on, its class names, the anxious class's index)`` for ``crossval(train_on=…)``: ``(None,
+    data.classes, None)`` for the task's own classes; for ``"emotions"``, every emotion among the task's photos
+    (in :data:`EMOTIONS`' order), each a class, 불안 the one scored."""
+    if train_on == "task" or model == "majority":
+        return None, tuple(data.classes), None
+    if data.protocol.task != "anxious-vs-rest":
+        raise ValueError(f"--train-on emotions trains an anxious-vs-rest model on every emotion present; this run's "
+                         f"task is {data.protocol.task!r}: give --task anxious-vs-rest (7class already trains on them)")
+    if extra is not None:
+        raise ValueError("--train-on emotions with --extra-train is not supported: the extra sets' emotions would "
+                         "have to be the data's; run them apart")
+    names = [e for e in EMOTIONS if e in set(data.emotion)]
+    return (np.array([names.index(e) for e in data.emotion], dtype=np.int64), tuple(EMOTIONS[e] for e in names),
+            names.index("불안"))
 
 
 def _check_extra(data: Prepared, extra: Prepared) -> dict:
@@ -348,7 +367,7 @@ class SelectedResNetMLP:
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-                 min_recall: float | None = None):
+                 min_recall: float | None = None, positive: int | None = None):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -357,6 +376,7 @@ class SelectedResNetMLP:
         self.mirror = mirror
         self.linear_path = linear_path
         self.min_recall = min_recall
+        self.positive = positive
 
     def fit(self, X, y, groups, extra=None):
         """``extra``: ``(X, y)`` of photos from other people (``crossval(extra=…)``) added to the training side of
@@ -375,7 +395,7 @@ class SelectedResNetMLP:
             families.append(("trained", layouts, mirrors, tc))
         if self.linear_path in ("fitted", "auto") and any(c.has_linear_path for c in configs):
             linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
-                                    self.mirror).fit(X, y, groups, extra)
+                                    self.mirror, positive=self.positive).fit(X, y, groups, extra)
             families.append(("fitted", (linear.layout_,), (linear.mirror_,), replace(tc, linear_C=linear.C_)))
         for family, fam_layouts, fam_mirrors, fam_tc in families:
             for c, config in enumerate(configs):
@@ -395,7 +415,7 @@ class SelectedResNetMLP:
                                           keep_val_proba=True)
                             probas.append(np.stack([h["val_proba"] for h in hist]))
                         oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
-                        curve = np.array([ev.skm.balanced_accuracy_score(oof_y, p.argmax(1)) for p in oof])
+                        curve = np.array([_balanced_accuracy(oof_y, p, self.positive) for p in oof])
                         smooth = pd.Series(curve).rolling(5, center=True, min_periods=1).mean().to_numpy()
                         epoch = int(np.nanargmax(smooth)) + first
                         name = layout if len(configs) == 1 else f"{layout}/config{c}"
@@ -409,8 +429,9 @@ class SelectedResNetMLP:
         score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_, tc = best
         self.linear_C_ = tc.linear_C if mc.has_linear_path else None
         self.columns_ = _columns(self.layout_, X.shape[1])
-        self.threshold_, threshold_extra = (_thresholds(oof_y, oof_p[:, 1], self.min_recall) if self.n_classes == 2
-                                            else (None, {}))
+        y2, p2 = _one_vs_rest(oof_y, oof_p, self.positive)
+        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
+                                            if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
         self.models_ = [fit(*_plus(X[:, self.columns_], y, Xe, extra), None, None, mc,
                             replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
@@ -427,7 +448,8 @@ class SelectedResNetMLP:
         return self
 
     def predict_proba(self, X):
-        return np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
+        p = np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
+        return _one_vs_rest(None, p, self.positive)[1]
 
 
 def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra, rows=None) -> tuple[np.ndarray, np.ndarray]:
@@ -451,6 +473,24 @@ def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra, rows=
     return np.concatenate([X, X_extra]), np.concatenate([y, extra[1]])
 
 
+def _one_vs_rest(y, p: np.ndarray, positive: int | None):
+    """``(y, p)`` of a model trained on several classes, as the two-class problem ``positive`` against the rest
+    (labels 1 / 0; probabilities ``[1 - p_positive, p_positive]``); unchanged where ``positive`` is ``None``.
+    Where ``p`` already has two columns and ``y`` two labels, ``positive`` 1 gives them back as they are."""
+    if positive is None:
+        return y, p
+    pp = p[..., positive]
+    return (None if y is None else (np.asarray(y) == positive).astype(np.int64)), np.stack([1 - pp, pp], axis=-1)
+
+
+def _balanced_accuracy(y: np.ndarray, p: np.ndarray, positive: int | None) -> float:
+    """Balanced accuracy of the class with the highest probability; with ``positive``, of "is it ``positive``?"
+    (the highest of all the classes trained on), as the two-class problem ``positive`` against the rest."""
+    if positive is None:
+        return ev.skm.balanced_accuracy_score(y, p.argmax(1))
+    return ev.skm.balanced_accuracy_score(np.asarray(y) == positive, p.argmax(1) == positive)
+
+
 def _model_configs(model_config) -> tuple[ModelConfig, ...]:
     """One ModelConfig, or a sequence of them for the inner folds to choose from."""
     return (model_config,) if isinstance(model_config, ModelConfig) else tuple(model_config)
@@ -463,9 +503,9 @@ class SelectedLogReg:
     GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
     def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
-                 min_recall: float | None = None):
+                 min_recall: float | None = None, positive: int | None = None):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
-        self.layouts, self.mirror, self.min_recall = layouts, mirror, min_recall
+        self.layouts, self.mirror, self.min_recall, self.positive = layouts, mirror, min_recall, positive
 
     def _fit(self, C, X, y, mirror: bool):
         if mirror:  # the training faces and their mirror images, as the MLP's training sees them
@@ -502,13 +542,15 @@ class SelectedLogReg:
                         oof_y.append(y[va])
                         oof_p.append(self._proba(clf, Xl[va]))
                     oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
-                    score = ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))["balanced_accuracy"]
+                    score = (ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))["balanced_accuracy"]
+                             if self.positive is None else _balanced_accuracy(oy, op, self.positive))
                     candidates.append((score, layout, mirror, C, oy, op))
         best = int(np.nanargmax([c[0] for c in candidates]))
         score, self.layout_, self.mirror_, self.C_, oy, op = candidates[best]
         self.columns_ = _columns(self.layout_, X.shape[1])
-        self.threshold_, threshold_extra = (_thresholds(oy, op[:, 1], self.min_recall) if self.n_classes == 2
-                                            else (None, {}))
+        y2, p2 = _one_vs_rest(oy, op, self.positive)
+        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
+                                            if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
         self.model_ = self._fit(self.C_, *_plus(X[:, self.columns_], y, Xe, extra), self.mirror_)
         self.selected_ = {"layout": self.layout_, "mirror": self.mirror_, "C": self.C_, "threshold": self.threshold_,
@@ -516,7 +558,7 @@ class SelectedLogReg:
         return self
 
     def predict_proba(self, X):
-        return self._proba(self.model_, X[:, self.columns_])
+        return _one_vs_rest(None, self._proba(self.model_, X[:, self.columns_]), self.positive)[1]
 
 
 class Majority:
@@ -541,12 +583,12 @@ class Majority:
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
                layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-               min_recall: float | None = None):
+               min_recall: float | None = None, positive: int | None = None):
     if kind == "resnet-mlp":
         return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
-                                 linear_path, min_recall)
+                                 linear_path, min_recall, positive)
     if kind == "logreg":
-        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall)
+        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -559,7 +601,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              progress: bool = True, n_boot: int = 1000, layouts="auto", ensemble: int = 1,
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
              workers: int | None = 1, threads: int | None = None, fold_store=None,
-             extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none") -> dict:
+             extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none",
+             train_on: str = "task") -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -582,7 +625,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     still made, and every number measured, on ``data``'s people alone (``extra_train`` in the result counts them);
     a list of data sets is pooled.  ``extra_centre``: ``"none"`` pools them as they are; ``"neutral"`` first
     moves each extra set, on every training side, so that its neutral photos' mean face is that of the training
-    side's own neutral photos (the data's held-out people are never moved or looked at)."""
+    side's own neutral photos (the data's held-out people are never moved or looked at).
+    ``train_on="emotions"`` (``anxious-vs-rest``): the model trains on every emotion present as a class of its own
+    and is scored, selected and thresholded as anxious against the rest, on P(anxious) (:data:`TRAIN_ON`)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -598,6 +643,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     extras = [extra] if isinstance(extra, Prepared) else list(extra or [])
     if extra_centre != "none" and not extras:
         raise ValueError(f"--extra-centre {extra_centre} places extra training data (--extra-train), and none is given")
+    if train_on not in TRAIN_ON:
+        raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+    y_fit, fit_classes, positive = _training_classes(data, train_on, model, extra)
     extra_info, added = None, None
     if extras:
         extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
@@ -617,11 +665,13 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     fold_rows = [None] * len(splits)
     params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
+    if positive is not None:  # only then, so that the folds kept by earlier runs keep their keys
+        params["positive"] = positive
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
-        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, added):
+        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, added, y_fit):
             if out.get("resumed"):
                 resumed.append(out["fold"])
             k, te = out["fold"], splits[out["fold"]][1]
@@ -659,7 +709,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "threshold_rule": ("balanced accuracy" if min_recall is None else
                                         f"highest cut with inner out-of-fold anxious recall >= {min_recall:g}"),
                      "min_recall": min_recall, "extra_train": bool(extras),
-                     "extra_centre": extra_centre if extras else None},
+                     "extra_centre": extra_centre if extras else None, "train_on": train_on,
+                     "training_classes": list(fit_classes)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],
@@ -735,25 +786,29 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
     :func:`_extra_rows` (``(X, y)``, and what centring needs) trained on with every training side, never
     validated or tested on."""
     clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr, extra)
-    binary = n_classes == 2
+    binary = n_classes == 2 or params.get("positive") is not None  # scored as two classes either way
     return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
             "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
             "selected": dict(clf.selected_)}
 
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
-               store: "ResultStore | None" = None, progress: bool = False, extra: tuple | None = None):
+               store: "ResultStore | None" = None, progress: bool = False, extra: tuple | None = None,
+               y_fit: np.ndarray | None = None):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
     ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first).
-    ``extra``: :func:`_extra_rows`; with centring, each fold's job also says which of its training rows are neutral."""
-    X, y, g = data.X, data.y, data.groups
+    ``extra``: :func:`_extra_rows`; with centring, each fold's job also says which of its training rows are neutral.
+    ``y_fit``: the classes the models train on, where they are not ``data.y``'s (``crossval(train_on=…)``)."""
+    X, g = data.X, data.groups
+    y = data.y if y_fit is None else y_fit
+    n_classes = len(data.classes) if y_fit is None else int(y_fit.max()) + 1
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
     def added(tr):
         return extra if extra is None or len(extra) == 2 else (*extra, data.emotion[tr] == NEUTRAL)
 
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
-             len(data.classes), model, params, added(tr)) for k, (tr, te) in enumerate(splits)]
+             n_classes, model, params, added(tr)) for k, (tr, te) in enumerate(splits)]
     for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 

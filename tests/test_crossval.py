@@ -462,6 +462,69 @@ def test_extra_centre_that_cannot_be_done_is_refused(binary, others):
         crossval(binary, folds=4, model="majority", progress=False, extra=others, extra_centre="mean")
 
 
+@pytest.mark.parametrize("model,kwargs", [("resnet-mlp", dict(FAST_MLP, inner_folds=2)), ("logreg", {"inner_folds": 2})])
+def test_train_on_emotions_trains_every_emotion_and_scores_anxious_against_the_rest(dataset, model, kwargs,
+                                                                                    monkeypatch):
+    """``train_on="emotions"``: every training call sees the emotions as classes of their own; the inner choice,
+    the threshold and every number are anxious against the rest, on P(anxious)."""
+    import facekit.crossval as cv
+
+    data = prepare(*dataset, Protocol(task="anxious-vs-rest"))
+    names = [e for e in EMOTIONS if e in set(data.emotion)]  # 기쁨, 분노, 불안, 중립
+    seen = []
+    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
+
+    def fit_spy(xt, yt, xv, yv, mc, *a, **k):
+        seen.append((set(np.unique(yt)), mc.n_classes))
+        return real_fit(xt, yt, xv, yv, mc, *a, **k)
+
+    def logreg_spy(self, C, X, y, m):
+        seen.append((set(np.unique(y)), self.n_classes))
+        return real_logreg_fit(self, C, X, y, m)
+
+    monkeypatch.setattr(cv, "fit", fit_spy)
+    monkeypatch.setattr(cv.SelectedLogReg, "_fit", logreg_spy)
+    result = crossval(data, folds=4, model=model, progress=False, n_boot=50, train_on="emotions", **kwargs)
+    assert seen and all(n == 4 and len(classes) >= 3 for classes, n in seen), "a training call on two classes"
+    assert result["classes"] == ["rest", "anxious"] and result["protocol"]["train_on"] == "emotions"
+    assert result["protocol"]["training_classes"] == [EMOTIONS[e] for e in names]
+    _check_result(result, data)
+    assert all(f["threshold"] is not None for f in result["folds_detail"]) and 0 <= result["auc"] <= 1
+    assert "false_alarm_neutral" in result
+    seen.clear()
+    plain = crossval(data, folds=4, model=model, progress=False, n_boot=50, **kwargs)
+    assert all(classes <= {0, 1} and n == 2 for classes, n in seen) and plain["protocol"]["train_on"] == "task"
+    assert plain["protocol"]["training_classes"] == ["rest", "anxious"]
+
+
+def test_train_on_emotions_scores_the_anxious_probability(dataset):
+    """The wrapped models give P(anxious) of the model trained on every emotion, and choose on anxious-vs-rest."""
+    from facekit.crossval import SelectedLogReg
+
+    data = prepare(*dataset, Protocol(task="anxious-vs-rest"))
+    names = [e for e in EMOTIONS if e in set(data.emotion)]
+    y4 = np.array([names.index(e) for e in data.emotion])
+    pos = names.index("불안")
+    four = SelectedLogReg(4, inner_folds=2, layouts="xy", mirror="off", positive=pos).fit(data.X, y4, data.groups)
+    p = four.predict_proba(data.X)
+    inner = four._proba(four.model_, data.X[:, four.columns_])
+    assert p.shape == (len(data.X), 2) and inner.shape == (len(data.X), 4)
+    np.testing.assert_allclose(p[:, 1], inner[:, pos])
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-6)
+    assert four.threshold_ is not None and 0 < four.selected_["inner_val_bal_acc"] <= 1
+
+
+def test_train_on_emotions_where_it_cannot_apply_is_refused(binary, others, dataset):
+    with pytest.raises(ValueError, match="give --task anxious-vs-rest"):
+        crossval(binary, folds=4, model="logreg", progress=False, train_on="emotions")
+    rest = prepare(*dataset, Protocol(task="anxious-vs-rest"))
+    with pytest.raises(ValueError, match="train_on must be one of"):
+        crossval(rest, folds=4, model="logreg", progress=False, train_on="all")
+    with pytest.raises(ValueError, match="with --extra-train is not supported"):
+        crossval(rest, folds=4, model="logreg", progress=False, train_on="emotions",
+                 extra=replace(rest, groups=np.array(["x-" + g for g in rest.groups])))
+
+
 def test_extra_training_data_that_cannot_be_used_are_refused(binary, others, dataset):
     one = replace(others, X=np.concatenate([others.X, binary.X[:1]]), y=np.concatenate([others.y, binary.y[:1]]),
                   groups=np.concatenate([others.groups, ["someone"]]))
@@ -773,6 +836,25 @@ def test_cli_extra_train_adds_other_people_to_training_only(jaffe_cli, jaffe_roo
     assert cli.main([*args, "--out", str(tmp_path / "self.json"), "--extra-train", str(jaffe_root)]) == 2
     assert f"--extra-train {jaffe_root} is the data cross-validated itself" in capsys.readouterr().err
     assert not (tmp_path / "self.json").exists()
+
+
+def test_cli_train_on_emotions(jaffe_cli, jaffe_root, tmp_path, capsys):
+    """``--task anxious-vs-rest --train-on emotions`` on JAFFE: its seven emotions train, fear against the rest is
+    scored; with the binary task it is refused (exit 2) before any work."""
+    from facekit import cli
+
+    _proc, _out, cache = jaffe_cli
+    out = tmp_path / "emotions.json"
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    assert cli.main([*args, "--out", str(out), "--task", "anxious-vs-rest", "--train-on", "emotions"]) == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"]["train_on"] == "emotions" and len(result["protocol"]["training_classes"]) == 7
+    assert result["classes"] == ["rest", "anxious"] and result["n_images"] == 213 and len(result["per_person"]) == 10
+    assert 0 < result["recall"]["anxious"] <= 1 and result["false_alarm_other"] is not None
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "binary.json"), "--train-on", "emotions"]) == 2
+    assert "give --task anxious-vs-rest" in capsys.readouterr().err and not (tmp_path / "binary.json").exists()
 
 
 def test_crossval_default_has_the_linear_path():
