@@ -25,6 +25,10 @@ for path in sorted(folder.glob("*.json")):
     if r.get("extra_train"):  # other people added to every training side (--extra-train)
         sets = ", ".join(Path(x["data"]).name for x in r["extra_train"].get("sets", [])) or "extra data"
         model += f", + {sets} in training ({r['extra_train']['n_images']} photos / {r['extra_train']['n_people']} people)"
+        if r["extra_train"].get("centre", "none") != "none":  # --extra-centre
+            model += f", centred on the {r['extra_train']['centre']} mean"
+    if r["protocol"].get("train_on") == "emotions":  # --train-on emotions: every emotion a class of its own
+        model += f", trained on {len(r['protocol']['training_classes'])} emotions"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
