@@ -645,7 +645,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         raise ValueError(f"--extra-centre {extra_centre} places extra training data (--extra-train), and none is given")
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
-    y_fit, fit_classes, positive = _training_classes(data, train_on, model, extra)
+    y_fit, fit_classes, positive = _training_classes(data, train_on, model, extras or None)
     extra_info, added = None, None
     if extras:
         extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
