@@ -379,8 +379,9 @@ class SelectedResNetMLP:
         self.positive = positive
 
     def fit(self, X, y, groups, extra=None):
-        """``extra``: ``(X, y)`` of photos from other people (``crossval(extra=…)``) added to the training side of
-        every inner fold and of the final model, never validated on."""
+        """``extra``: the rows of :func:`_extra_rows` (``(X, y)`` of photos from other people, ``crossval(extra=…)``,
+        and what centring needs) added to the training side of every inner fold and of the final model, never
+        validated on."""
         tc = replace(self.train_config, seed=self.random_state)
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         oof_y = np.concatenate([y[va] for _, va in folds])
@@ -475,8 +476,7 @@ def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra, rows=
 
 def _one_vs_rest(y, p: np.ndarray, positive: int | None):
     """``(y, p)`` of a model trained on several classes, as the two-class problem ``positive`` against the rest
-    (labels 1 / 0; probabilities ``[1 - p_positive, p_positive]``); unchanged where ``positive`` is ``None``.
-    Where ``p`` already has two columns and ``y`` two labels, ``positive`` 1 gives them back as they are."""
+    (labels 1 / 0; probabilities ``[1 - p_positive, p_positive]``); unchanged where ``positive`` is ``None``."""
     if positive is None:
         return y, p
     pp = p[..., positive]
@@ -525,7 +525,8 @@ class SelectedLogReg:
         return out
 
     def fit(self, X, y, groups, extra=None):
-        """``extra``: ``(X, y)`` added to every training side, never validated on (as :class:`SelectedResNetMLP`)."""
+        """``extra``: the rows of :func:`_extra_rows`, added to every training side, never validated on (as
+        :class:`SelectedResNetMLP`)."""
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         candidates = []  # (score, layout, mirror, C, out-of-fold y, out-of-fold probabilities)
         for layout in _layouts(self.layouts, X.shape[1]):
