@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import extract as ex
 from .index import summary
@@ -142,16 +143,21 @@ def cmd_crossval(args) -> int:
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
+    predictions = _photo_columns(pd.DataFrame(result.pop("predictions")), table)
+    result["predictions_file"] = predictions_path(out).name  # beside the JSON
     text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        predictions.to_csv(predictions_path(out), index=False, encoding="utf-8-sig")
         out.write_text(text)
     except OSError as exc:  # the folder changed during the run: keep the results somewhere
         import tempfile
 
         kept = Path(tempfile.mkdtemp(prefix="facekit-crossval-")) / out.name
+        predictions.to_csv(predictions_path(kept), index=False, encoding="utf-8-sig")
         kept.write_text(text)
-        print(f"error: cannot write {out} ({exc}); the results are kept in {kept}", file=sys.stderr)
+        print(f"error: cannot write {out} ({exc}); the results are kept in {kept} "
+              f"and {predictions_path(kept).name} beside it", file=sys.stderr)
         return 1
     store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
@@ -171,8 +177,24 @@ def cmd_crossval(args) -> int:
             print(f"warning: in {len(thin)} of {len(result['folds_detail'])} folds the --min-recall cut rests on fewer "
                   f"than {MIN_PER_CLASS_FOR_THRESHOLD} anxious validation photos (as few as {fewest}): it may land far from the recall asked "
                   "for on new people; more inner folds (--inner-folds) give it more photos")
-    print(f"wrote {out}")
+    print(f"wrote {out} and {predictions_path(out).name} (every photo's out-of-fold probabilities) beside it")
     return 0
+
+
+def predictions_path(out: Path) -> Path:
+    """Where ``crossval --out FILE.json`` writes its per-photo table: ``FILE.predictions.csv`` beside it."""
+    return out.with_name(out.stem + ".predictions.csv")
+
+
+def _photo_columns(predictions: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`facekit.crossval.predictions_table` with each photo's ``container`` and ``member`` (its ZIP or
+    folder and its path inside) in front, from the extract table's rows."""
+    known = predictions["row"].to_numpy() >= 0
+    where = table.iloc[predictions.loc[known, "row"].to_numpy()]
+    front = pd.DataFrame({c: pd.Series([None] * len(predictions), dtype=object) for c in ("container", "member")})
+    for c in ("container", "member"):
+        front.loc[known, c] = where[c].astype(str).to_numpy()
+    return pd.concat([front, predictions.drop(columns="row")], axis=1)
 
 
 def _extra_training(args, protocol):

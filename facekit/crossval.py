@@ -661,8 +661,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     pred_balanced = np.full(len(y), -1)  # with min_recall: what each fold's balanced-accuracy threshold gives
     other_thr_balanced = np.full(len(data.X_other), np.nan)
     fold_of = np.full(len(y), -1)
+    thr_of = np.full(len(y), np.nan)  # each row's fold's threshold (two classes)
     other_p = np.full(len(data.X_other), np.nan)
     other_thr = np.full(len(data.X_other), np.nan)
+    other_fold = np.full(len(data.X_other), -1)
     fold_rows = [None] * len(splits)
     params = dict(seed=seed, inner_folds=inner_folds, model_config=model_config, train_config=train_config,
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
@@ -682,8 +684,11 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
             if min_recall is not None:
                 pred_balanced[te] = ev.predict_with_threshold(prob[te], out["selected"]["threshold_balanced"])
             fold_of[te] = k
+            if thr is not None:
+                thr_of[te] = thr
             rows = out["other_rows"]
             if rows is not None and rows.any():
+                other_fold[rows] = k
                 other_p[rows] = out["other_p"] if binary else np.nan
                 other_thr[rows] = thr if thr is not None else 0.5
                 if min_recall is not None:
@@ -710,7 +715,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "threshold_rule": ("balanced accuracy" if min_recall is None else
                                         f"highest cut with inner out-of-fold anxious recall >= {min_recall:g}"),
                      "min_recall": min_recall, "extra_train": bool(extras),
-                     "extra_centre": extra_centre if extras else None, "train_on": train_on,
+                     "extra_centre": extra_centre if extras else None,
+                     "train_on": train_on if model != "majority" else None,  # the baseline trains on nothing
                      "training_classes": list(fit_classes)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
@@ -750,6 +756,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     per["fold"] = [int(fold_of[g == p][0]) for p in per.index]
     result["per_person"] = per.reset_index().to_dict(orient="records")
     result["folds_detail"] = fold_rows
+    result["predictions"] = predictions_table(
+        data, prob, pred, fold_of, thr_of, other_p, other_thr, other_fold,
+        *((pred_balanced, other_thr_balanced) if min_recall is not None else ())).to_dict(orient="records")
     result["n_folds"] = len(splits)
     if extra_info is not None:
         result["extra_train"] = extra_info
@@ -758,6 +767,54 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                          "workers": n_workers, "torch_threads_per_fold": threads}
     return result
+
+
+def predictions_table(data: Prepared, prob: np.ndarray, pred: np.ndarray, fold: np.ndarray, threshold: np.ndarray,
+                      other_p: np.ndarray, other_threshold: np.ndarray, other_fold: np.ndarray,
+                      pred_balanced: np.ndarray | None = None,
+                      other_threshold_balanced: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per scored photo, each scored by the model of the fold that held its person out: ``row`` (its
+    position in the extract table, -1 where unknown), ``person``, ``emotion`` (English name), ``label`` (its class
+    in the task; empty for a binary task's other emotions, which are scored but not in the task), ``fold``,
+    ``p_<class>`` per class, ``threshold`` (the fold's cut on P(anxious); empty for 7class), ``predicted`` and
+    ``correct`` (empty where there is no label); with ``--min-recall`` also ``predicted_balanced``, what the fold's
+    balanced-accuracy threshold gives.  The rows crossval's metrics are computed from, for ROC curves, operating
+    points and a look at the photos it got wrong."""
+    classes = list(data.classes)
+    names = np.array([EMOTIONS.get(e, e) for e in data.emotion], dtype=object)
+    task = pd.DataFrame({
+        "row": data.rows if data.rows is not None else np.full(len(data.y), -1),
+        "person": data.groups, "emotion": names, "label": np.asarray(classes, dtype=object)[data.y],
+        "fold": fold, **{f"p_{c}": prob[:, i] for i, c in enumerate(classes)}, "threshold": threshold,
+        "predicted": np.asarray(classes, dtype=object)[pred], "correct": pred == data.y})
+    if pred_balanced is not None:
+        task["predicted_balanced"] = np.asarray(classes, dtype=object)[pred_balanced]
+    scored = np.isfinite(other_p)
+    if not scored.any():
+        return task
+    p_other = other_p[scored]
+    flagged = p_other >= other_threshold[scored]
+    other = pd.DataFrame({
+        "row": data.rows_other[scored] if data.rows_other is not None else np.full(int(scored.sum()), -1),
+        "person": data.groups_other[scored],
+        "emotion": [EMOTIONS.get(e, e) for e in data.emotion_other[scored]], "label": None,
+        "fold": other_fold[scored], f"p_{classes[0]}": 1.0 - p_other, f"p_{classes[1]}": p_other,
+        "threshold": other_threshold[scored], "predicted": np.where(flagged, classes[1], classes[0]), "correct": None})
+    if pred_balanced is not None:
+        other["predicted_balanced"] = np.where(p_other >= other_threshold_balanced[scored], classes[1], classes[0])
+    return pd.concat([task, other], ignore_index=True)
+
+
+def read_predictions(path) -> pd.DataFrame:
+    """A ``crossval`` run's ``FILE.predictions.csv`` (:func:`predictions_table`, with each photo's ``container`` and
+    ``member``) as written: only empty cells are missing, so a person named ``NA`` (as in JAFFE) or ``null`` stays
+    a name, as pandas' default reading would not keep it; ``fold`` is an integer and ``correct`` a boolean where
+    there is a label."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                        dtype={c: str for c in ("container", "member", "person", "emotion", "label", "predicted",
+                                                "predicted_balanced")})
+    table["correct"] = table["correct"].map({"True": True, "False": False, True: True, False: False}).astype("boolean")
+    return table
 
 
 def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) -> tuple[int, int | None]:

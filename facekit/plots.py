@@ -181,8 +181,9 @@ def show_confusion(confusion, classes, title: str = ""):
     return fig
 
 
-def show_roc_pr(y, p_pos, title: str = "", threshold: float | None = None):
-    """ROC and precision–recall curves with their AUCs, and the operating point at ``threshold``."""
+def show_roc_pr(y, p_pos, title: str = "", threshold: float | None = None, predicted=None):
+    """ROC and precision–recall curves with their AUCs, and the operating point at ``threshold``, or that of the
+    hard predictions ``predicted`` (1 = anxious), e.g. cross-validation's, each fold at its own threshold."""
     from sklearn import metrics as skm
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -196,11 +197,13 @@ def show_roc_pr(y, p_pos, title: str = "", threshold: float | None = None):
     axes[1].axhline(np.mean(y), color="grey", lw=0.8, ls="--", label="chance")
     axes[1].set_xlabel("recall")
     axes[1].set_ylabel("precision")
-    if threshold is not None:
-        pred = p_pos >= threshold
+    if threshold is not None or predicted is not None:
+        y = np.asarray(y)
+        pred = p_pos >= threshold if predicted is None else np.asarray(predicted).astype(bool)
         tp, fp = (pred & (y == 1)).sum(), (pred & (y == 0)).sum()
         axes[0].scatter(fp / max((y == 0).sum(), 1), tp / max((y == 1).sum(), 1), color="red", zorder=3,
-                        label=f"threshold {threshold:.2f} (chosen on validation people)")
+                        label=(f"threshold {threshold:.2f} (chosen on validation people)" if predicted is None
+                               else "each fold's threshold (chosen on its training people)"))
         axes[1].scatter(tp / max((y == 1).sum(), 1), tp / max(tp + fp, 1), color="red", zorder=3)
     for ax, t in zip(axes, ("ROC", "precision–recall")):
         ax.legend(fontsize=8, loc="lower right" if t == "ROC" else "lower left")

@@ -119,6 +119,39 @@ def _check_result(result, data):
     if len(data.classes) == 2:
         lo, hi = result["balanced_accuracy_ci95"]
         assert lo <= hi
+    _check_predictions(result, data)
+
+
+def _check_predictions(result, data):
+    """The per-photo table holds every scored photo once, each from the fold that held its person out, and the
+    result's metrics are computed from it."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    import pandas as pd
+
+    table = pd.DataFrame(result["predictions"])
+    in_task = table[table["label"].notna()]
+    assert len(in_task) == len(data.y) and sorted(in_task["row"]) == sorted(data.rows)
+    rest_in_task = result["task"] == "anxious-vs-rest"  # its other emotions are in the task, as "rest"
+    assert len(table) - len(in_task) == (0 if rest_in_task else result.get("n_other_scored", 0))
+    assert table["row"].is_unique and set(table["person"]) == set(data.groups) | set(data.groups_other)
+    fold_of = {p: f["fold"] for f in result["folds_detail"] for p in f["test_people"]}
+    assert (table["fold"] == table["person"].map(fold_of)).all()
+    assert balanced_accuracy_score(in_task["label"], in_task["predicted"]) == pytest.approx(result["balanced_accuracy"])
+    assert in_task["correct"].tolist() == (in_task["label"] == in_task["predicted"]).tolist()
+    probs = in_task[[f"p_{c}" for c in data.classes]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    if len(data.classes) == 2:
+        if result["model"] != "majority":
+            assert roc_auc_score(in_task["label"] == "anxious", in_task["p_anxious"]) == pytest.approx(result["auc"])
+        assert ((in_task["p_anxious"] >= in_task["threshold"]) == (in_task["predicted"] == "anxious")).all()
+        others = table[table["label"].isna()] if not rest_in_task else in_task[~in_task["emotion"].isin(
+            ["neutral", "anxious"])]
+        if len(others):
+            assert (others["predicted"] == "anxious").mean() == pytest.approx(result["false_alarm_other"])
+    else:
+        assert in_task["threshold"].isna().all()
+        assert (in_task["predicted"] == np.asarray(data.classes)[probs.argmax(1)]).all()
 
 
 FAST_MLP = dict(model_config=ModelConfig(hidden=32, blocks=1), train_config=TrainConfig(epochs=4, batch_size=32))
@@ -251,8 +284,8 @@ def test_folds_in_worker_processes_give_the_same_numbers(binary, model, kwargs):
 
 def _same_numbers(a: dict, b: dict) -> bool:
     """Two cross-validation results equal in every field but where and when they ran."""
-    a, b = ({k: v for k, v in r.items() if k not in ("runtime_s", "machine", "resumed_folds", "created")}
-            for r in (a, b))
+    a, b = ({k: v for k, v in r.items() if k not in ("runtime_s", "machine", "resumed_folds", "created",
+                                                     "predictions_file")} for r in (a, b))
     return json.dumps(a, default=float) == json.dumps(b, default=float)
 
 
@@ -523,6 +556,9 @@ def test_train_on_emotions_where_it_cannot_apply_is_refused(binary, others, data
     with pytest.raises(ValueError, match="with --extra-train is not supported"):
         crossval(rest, folds=4, model="logreg", progress=False, train_on="emotions",
                  extra=replace(rest, groups=np.array(["x-" + g for g in rest.groups])))
+    # the majority baseline predicts the commoner task class whatever it is asked to train on: its JSON says so
+    majority = crossval(rest, folds=4, model="majority", progress=False, n_boot=10, train_on="emotions")
+    assert majority["protocol"]["train_on"] is None and majority["protocol"]["training_classes"] == ["rest", "anxious"]
 
 
 def test_extra_training_data_that_cannot_be_used_are_refused(binary, others, dataset):
@@ -635,6 +671,25 @@ def test_cli_crossval_on_jaffe(jaffe_cli):
     assert result["n_other_scored"] == result["n_other_emotions"] > 0
     assert set(result["false_alarm_by_emotion"]) <= set(EMOTIONS.values()) - {"neutral", "anxious"}
     assert any(Path(cache).rglob("*")), "the landmark cache was filled"
+    # every photo's out-of-fold probabilities, beside the JSON: the metrics above come from them
+    from facekit.crossval import read_predictions
+
+    assert result["predictions_file"] == "jaffe.predictions.csv" and "jaffe.predictions.csv" in proc.stdout
+    table = read_predictions(out.with_name(result["predictions_file"]))
+    assert list(table.columns) == ["container", "member", "person", "emotion", "label", "fold", "p_neutral",
+                                   "p_anxious", "threshold", "predicted", "correct"]
+    assert len(table) == 62 + result["n_other_scored"] and not table.duplicated(["container", "member"]).any()
+    assert all((Path(c) / m).is_file() for c, m in zip(table["container"], table["member"]))
+    # JAFFE's names, KA.FE1.45.tiff: person NA stays "NA", not a missing value
+    assert (table["person"] == [m.split(".")[0] for m in table["member"]]).all() and "NA" in set(table["person"])
+    assert table["correct"].notna().sum() == 62 and table["fold"].dtype.kind == "i"
+    fold_of = {p: f["fold"] for f in result["folds_detail"] for p in f["test_people"]}
+    assert (table["fold"] == table["person"].map(fold_of)).all()
+    scored = table[table["label"].notna()]
+    assert scored["label"].value_counts().to_dict() == {"anxious": 32, "neutral": 30}
+    assert scored["correct"].mean() == pytest.approx(result["accuracy"])
+    others = table[table["label"].isna()]
+    assert (others["predicted"] == "anxious").mean() == pytest.approx(result["false_alarm_other"])
 
 
 def test_cli_crossval_workers_give_the_same_json(jaffe_cli, jaffe_root, tmp_path):
@@ -649,9 +704,10 @@ def test_cli_crossval_workers_give_the_same_json(jaffe_cli, jaffe_root, tmp_path
     one, two = json.loads(out1.read_text()), json.loads(out2.read_text())
     assert two["machine"]["workers"] == 2 and one["machine"]["workers"] == 1
     for r in (one, two):
-        for key in ("runtime_s", "machine", "created"):
+        for key in ("runtime_s", "machine", "created", "predictions_file"):
             r.pop(key)
     assert one == two
+    assert out1.with_name("jaffe.predictions.csv").read_bytes() == out2.with_name("jaffe2.predictions.csv").read_bytes()
 
 
 def _process_group(pgid: int) -> list[int]:
@@ -768,6 +824,7 @@ def test_cli_crossval_interrupted_goes_on_from_its_finished_folds(jaffe_cli, jaf
     whole = json.loads((tmp_path / "fresh.json").read_text())
     assert whole["resumed_folds"] == [] and "reusing" not in fresh.stderr and "cannot be read" not in fresh.stderr
     assert _same_numbers(resumed, whole)
+    assert (tmp_path / "jaffe.predictions.csv").read_bytes() == (tmp_path / "fresh.predictions.csv").read_bytes()
     assert not fresh_store.exists()
 
 
@@ -802,6 +859,16 @@ def test_cli_linear_path_and_min_recall(jaffe_cli, jaffe_root, tmp_path, capsys,
         assert result["min_recall_thin_folds"] == [0, 1]
         assert all(0 < f["threshold_n_anxious"] < 20 for f in result["folds_detail"])
         assert "rests on fewer than 20 anxious validation photos" in printed
+        # both operating points per photo; anxious-vs-rest scores every emotion in the task
+        from facekit.crossval import read_predictions
+
+        table = read_predictions(tmp_path / f"{choice}.predictions.csv")
+        assert len(table) == result["n_images"] == 213 and table["label"].notna().all()
+        assert set(table["label"]) == {"rest", "anxious"} and set(table["emotion"]) > {"neutral", "anxious", "happy"}
+        assert (table["predicted_balanced"] == "anxious").mean() == pytest.approx(
+            result["balanced_threshold"]["false_alarm_other"] * result["n_other_scored"] / 213
+            + result["balanced_threshold"]["false_alarm_neutral"] * (table["emotion"] == "neutral").sum() / 213
+            + result["balanced_threshold"]["recall"]["anxious"] * (table["emotion"] == "anxious").sum() / 213)
     else:
         assert "balanced_threshold" not in result
 

@@ -210,3 +210,20 @@ def test_per_person():
     assert table.loc["a", "photos"] == 3 and table.loc["a", "correct"] == 2
     assert table.loc["a", "accuracy"] == pytest.approx(2 / 3)
     assert table.loc["b", "accuracy"] == 0.0 and table.loc["c", "accuracy"] == 1.0
+
+
+def test_roc_figure_marks_the_operating_point_of_a_threshold_or_of_hard_predictions():
+    """``show_roc_pr`` marks (false positive rate, recall) of one cut, or of predictions made at several cuts (a
+    cross-validation's folds): the point is computed from the predictions given, not from a single threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from facekit.plots import show_roc_pr
+
+    one = show_roc_pr(Y2, P2, threshold=0.5)  # 3 of 5 positives, 2 of 7 negatives at ≥ 0.5
+    np.testing.assert_allclose(one.axes[0].collections[0].get_offsets()[0], [2 / 7, 3 / 5])
+    folds = np.where(np.arange(len(P2)) < 6, P2 >= 0.5, P2 >= 0.3)  # two folds, two cuts
+    two = show_roc_pr(Y2, P2, predicted=folds)
+    fp, tp = (folds & (Y2 == 0)).sum(), (folds & (Y2 == 1)).sum()
+    np.testing.assert_allclose(two.axes[0].collections[0].get_offsets()[0], [fp / 7, tp / 5])
+    assert "each fold's threshold" in two.axes[0].get_legend().get_texts()[-1].get_text()
