@@ -117,3 +117,49 @@ def false_alarm_rate(p_anxious: np.ndarray, threshold: float) -> float:
     """Share of photos of *other* expressions that a detector calls anxious."""
     p_anxious = np.asarray(p_anxious)
     return float((p_anxious >= threshold).mean()) if len(p_anxious) else float("nan")
+
+
+def operating_points(predictions: pd.DataFrame, max_false_alarm: float = 0.25, min_recall: float = 0.8) -> dict:
+    """Where a cross-validation's fear scores could be cut, from its per-photo table
+    (:func:`facekit.crossval.read_predictions`): a diagnostic of the *ranking*, never a result.
+
+    "False alarms" are the photos of emotions other than fear and neutral called anxious (the
+    anxious-vs-rest target's rate; for a binary task, its other emotions' photos). Returns the run's own point
+    (``recall``, ``false_alarm``: each fold at its own cut, chosen on its training people) and, over one cut
+    of the pooled probabilities, chosen *with the test people's labels*: ``best_recall`` at false alarms
+    ≤ ``max_false_alarm`` (with that cut's ``false_alarm`` and ``neutral`` rate), and the ``false_alarm``
+    needed for a recall of ``min_recall``. No threshold rule can beat these bounds with the same scores;
+    ``within_person_auc`` (fear against each person's other photos, averaged over people) against the pooled
+    ``auc`` shows how much of the loss is between people."""
+    t = predictions
+    fear = t["emotion"].eq("anxious").to_numpy()
+    neutral = t["emotion"].eq("neutral").to_numpy()
+    other = ~fear & ~neutral
+    p = t["p_anxious"].to_numpy(dtype=float)
+    called = t["predicted"].eq("anxious").to_numpy()
+    if not fear.any() or not other.any():
+        raise ValueError("operating points need fear photos and photos of other emotions (not neutral)")
+    scored = t["label"].notna().to_numpy()  # the task's rows: the AUCs are fear against the rest of them
+    cuts = np.unique(p[fear | other])
+    recall = np.array([(p[fear] >= c).mean() for c in cuts])
+    false_alarm = np.array([(p[other] >= c).mean() for c in cuts])
+    ok = false_alarm <= max_false_alarm
+    best = int(np.flatnonzero(ok)[np.argmax(recall[ok])]) if ok.any() else None
+    reach = np.flatnonzero(recall >= min_recall)
+    need = int(reach[-1]) if len(reach) else None  # the highest cut that still reaches the recall
+    per_person = []
+    for person in np.unique(t["person"][scored]):
+        mine = scored & t["person"].eq(person).to_numpy()
+        if fear[mine].any() and not fear[mine].all():
+            per_person.append(skm.roc_auc_score(fear[mine], p[mine]))
+    return {
+        "recall": float(called[fear].mean()), "false_alarm": float(called[other].mean()),
+        "max_false_alarm": max_false_alarm,
+        "best_recall": float(recall[best]) if best is not None else 0.0,
+        "best_false_alarm": float(false_alarm[best]) if best is not None else None,
+        "best_neutral": float((p[neutral] >= cuts[best]).mean()) if best is not None and neutral.any() else None,
+        "min_recall": min_recall, "false_alarm_for_min_recall": float(false_alarm[need]) if need is not None else None,
+        "auc": float(skm.roc_auc_score(fear[scored], p[scored])),
+        "within_person_auc": float(np.mean(per_person)) if per_person else None,
+        "within_person_auc_min": float(np.min(per_person)) if per_person else None,
+    }

@@ -227,3 +227,30 @@ def test_roc_figure_marks_the_operating_point_of_a_threshold_or_of_hard_predicti
     fp, tp = (folds & (Y2 == 0)).sum(), (folds & (Y2 == 1)).sum()
     np.testing.assert_allclose(two.axes[0].collections[0].get_offsets()[0], [fp / 7, tp / 5])
     assert "each fold's threshold" in two.axes[0].get_legend().get_texts()[-1].get_text()
+
+
+def test_operating_points_read_the_ranking_from_a_predictions_table():
+    """Two people; fear is ranked first within each, but person B's scores sit lower than person A's: the pooled
+    single cut must trade recall for false alarms where each person's own ranking would not."""
+    import pandas as pd
+
+    rows = []
+    for person, shift in (("A", 0.4), ("B", 0.0)):
+        for emotion, p in (("anxious", 0.5), ("anxious", 0.45), ("happy", 0.3), ("sad", 0.2), ("neutral", 0.1),
+                           ("angry", 0.05)):
+            rows.append({"person": person, "emotion": emotion, "label": "anxious" if emotion == "anxious" else "rest",
+                         "p_anxious": p + shift, "predicted": "anxious" if p + shift >= 0.5 else "rest"})
+    t = pd.DataFrame(rows)
+    o = ev.operating_points(t, max_false_alarm=0.25, min_recall=1.0)
+    # own calls (cut 0.5): A's two fear photos and B's first (0.5); of the other emotions A's happy (0.7) and sad (0.6)
+    assert o["recall"] == 0.75 and o["false_alarm"] == 2 / 6
+    # pooled: others A 0.7, 0.6, 0.45; B 0.3, 0.2, 0.05. fear A 0.9, 0.85; B 0.5, 0.45.
+    # at false alarms ≤ 0.25 (one of six others): cut 0.7 → fear 2 of 4, false alarms 1/6; cut 0.5 → 3 of 4, 2/6
+    assert o["best_recall"] == 0.5 and o["best_false_alarm"] == pytest.approx(1 / 6) and o["best_neutral"] == 0.0
+    # all four fear photos need the cut at 0.45, which calls A's three other emotions anxious
+    assert o["false_alarm_for_min_recall"] == 0.5
+    assert o["within_person_auc"] == 1.0 and o["within_person_auc_min"] == 1.0
+    assert o["auc"] == pytest.approx(skm.roc_auc_score(t["emotion"] == "anxious", t["p_anxious"]))
+    assert o["auc"] < 1.0
+    with pytest.raises(ValueError, match="need fear photos"):
+        ev.operating_points(t[t["emotion"].isin(["anxious", "neutral"])])
