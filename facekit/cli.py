@@ -156,8 +156,8 @@ def cmd_crossval(args) -> int:
         kept = Path(tempfile.mkdtemp(prefix="facekit-crossval-")) / out.name
         predictions.to_csv(predictions_path(kept), index=False, encoding="utf-8-sig")
         kept.write_text(text)
-        print(f"error: cannot write {out} ({exc}); the results are kept in {kept} "
-              f"and {predictions_path(kept).name} beside it", file=sys.stderr)
+        print(f"error: cannot write {out} ({exc}); the per-photo table is kept in {predictions_path(kept)} "
+              f"and the results are kept in {kept}", file=sys.stderr)
         return 1
     store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())

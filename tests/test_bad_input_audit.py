@@ -92,6 +92,8 @@ def test_crossval_results_are_kept_when_out_vanishes_during_the_run(tmp_path, mo
     err = capsys.readouterr().err
     kept = Path(err.split("the results are kept in ")[1].strip())
     assert json.loads(kept.read_text())["n_people"] == 120
+    table = kept.with_name("cv.predictions.csv")  # the per-photo table beside it
+    assert f"the per-photo table is kept in {table}" in err and len(table.read_text().splitlines()) > 120
 
 
 def test_extract_names_each_bad_photo_by_its_own_path(photos, tmp_path):

@@ -75,6 +75,7 @@ def test_tasks_give_their_classes(dataset, task, classes, n_images, per_class):
     result = crossval(data, folds=4, model="majority", progress=False, n_boot=50)
     assert result["classes"] == classes and list(result["recall"]) == classes
     assert result["n_images"] == n_images and result["task"] == task
+    _check_predictions(result, data)  # one column of probabilities per class, 7class's cut the argmax
     if task == "binary":
         assert result["n_other_scored"] == 16
     else:  # every labelled photo is in the task: nothing is left out as "other"
