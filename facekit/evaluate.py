@@ -140,9 +140,9 @@ def operating_points(predictions: pd.DataFrame, max_false_alarm: float = 0.25, m
     if not fear.any() or not other.any():
         raise ValueError("operating points need fear photos and photos of other emotions (not neutral)")
     scored = t["label"].notna().to_numpy()  # the task's rows: the AUCs are fear against the rest of them
-    cuts = np.unique(p[fear | other])
-    recall = np.array([(p[fear] >= c).mean() for c in cuts])
-    false_alarm = np.array([(p[other] >= c).mean() for c in cuts])
+    cuts = np.unique(p[fear | other])  # every cut that changes a count, as the share at or above each
+    recall = 1 - np.searchsorted(np.sort(p[fear]), cuts, side="left") / fear.sum()
+    false_alarm = 1 - np.searchsorted(np.sort(p[other]), cuts, side="left") / other.sum()
     ok = false_alarm <= max_false_alarm
     best = int(np.flatnonzero(ok)[np.argmax(recall[ok])]) if ok.any() else None
     reach = np.flatnonzero(recall >= min_recall)
