@@ -102,7 +102,7 @@ def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
     from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, ResultStore,
-                           crossval, prepare)
+                           crossval, prepare, with_photo_columns)
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
@@ -143,7 +143,7 @@ def cmd_crossval(args) -> int:
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
-    predictions = _photo_columns(pd.DataFrame(result.pop("predictions")), table)
+    predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
     text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
     try:
@@ -184,17 +184,6 @@ def cmd_crossval(args) -> int:
 def predictions_path(out: Path) -> Path:
     """Where ``crossval --out FILE.json`` writes its per-photo table: ``FILE.predictions.csv`` beside it."""
     return out.with_name(out.stem + ".predictions.csv")
-
-
-def _photo_columns(predictions: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`facekit.crossval.predictions_table` with each photo's ``container`` and ``member`` (its ZIP or
-    folder and its path inside) in front, from the extract table's rows."""
-    known = predictions["row"].to_numpy() >= 0
-    where = table.iloc[predictions.loc[known, "row"].to_numpy()]
-    front = pd.DataFrame({c: pd.Series([None] * len(predictions), dtype=object) for c in ("container", "member")})
-    for c in ("container", "member"):
-        front.loc[known, c] = where[c].astype(str).to_numpy()
-    return pd.concat([front, predictions.drop(columns="row")], axis=1)
 
 
 def _extra_training(args, protocol):

@@ -805,6 +805,17 @@ def predictions_table(data: Prepared, prob: np.ndarray, pred: np.ndarray, fold: 
     return pd.concat([task, other], ignore_index=True)
 
 
+def with_photo_columns(predictions: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`predictions_table` with each photo's ``container`` and ``member`` (its ZIP or folder and its path
+    inside) in front of the other columns, from the extract table's rows, in place of ``row``."""
+    known = predictions["row"].to_numpy() >= 0
+    where = table.iloc[predictions.loc[known, "row"].to_numpy()]
+    front = pd.DataFrame({c: pd.Series([None] * len(predictions), dtype=object) for c in ("container", "member")})
+    for c in ("container", "member"):
+        front.loc[known, c] = where[c].astype(str).to_numpy()
+    return pd.concat([front, predictions.drop(columns="row").reset_index(drop=True)], axis=1)
+
+
 def read_predictions(path) -> pd.DataFrame:
     """A ``crossval`` run's ``FILE.predictions.csv`` (:func:`predictions_table`, with each photo's ``container`` and
     ``member``) as written: only empty cells are missing, so a person named ``NA`` (as in JAFFE) or ``null`` stays

@@ -141,12 +141,31 @@ def evaluate_on_split(data: Prepared, role: np.ndarray, fitted: Fitted, n_boot: 
         report["false_alarm_other"] = float(flagged.mean())
         report["false_alarm_by_emotion"] = {EMOTIONS.get(e, e): float(flagged[emo == e].mean()) for e in np.unique(emo)}
         report["n_other_test"] = int(other.sum())
+    report["predictions"] = _split_predictions(data, te, other, prob, pred, fitted)
     return report
 
 
+def _split_predictions(data: Prepared, te, other, prob, pred, fitted: Fitted) -> pd.DataFrame:
+    """Each test photo's row of :func:`facekit.crossval.predictions_table` (``row`` its position in the extract
+    table; no ``fold``: one model scored them all), other emotions included where the task leaves them out."""
+    from .crossval import predictions_table
+
+    binary = len(data.classes) == 2
+    cut = fitted.threshold if fitted.threshold is not None else 0.5
+    scored_other = other & binary
+    p_other = np.full(len(data.X_other), np.nan)
+    if scored_other.any():
+        p_other[scored_other] = fitted.predict(data.X_other[scored_other])[:, 1]
+    part = data.subset(te, np.ones(len(data.X_other), bool))
+    n = int(te.sum())
+    table = predictions_table(part, prob, pred, np.zeros(n, int), np.full(n, cut if binary else np.nan),
+                              p_other, np.full(len(data.X_other), cut), np.zeros(len(data.X_other), int))
+    return table.drop(columns="fold")
+
+
 def public(report: dict) -> dict:
-    """The JSON-ready part of a report (arrays dropped)."""
-    return {k: v for k, v in report.items() if k not in ("prob", "y", "pred", "groups")}
+    """The JSON-ready part of a report (arrays and the per-photo table dropped)."""
+    return {k: v for k, v in report.items() if k not in ("prob", "y", "pred", "groups", "predictions")}
 
 
 def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, variants: dict,

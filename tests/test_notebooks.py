@@ -51,6 +51,14 @@ def test_notebooks_run_in_order(data: str, tmp_path: Path):
         # the variants' rows were kept while they trained, and dropped once metrics.json held them
         assert not (tmp_path / "reports" / "comparison.partial").exists()
         assert not (tmp_path / "reports" / "protocols.partial").exists()
+        # every test photo's row, from the same predictions as the metrics
+        from facekit.crossval import read_predictions
+
+        photos = read_predictions(tmp_path / "reports" / "test_predictions.csv")
+        labelled = photos[photos["label"].notna()]
+        assert len(labelled) == metrics["test"]["n"] and labelled["member"].notna().all()
+        assert labelled["correct"].mean() == pytest.approx(metrics["test"]["accuracy"])
+        assert (photos["label"].isna().sum() == metrics["test"].get("n_other_test", 0))
 
 
 def test_notebooks_are_committed_clean():
