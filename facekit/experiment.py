@@ -134,6 +134,7 @@ def evaluate_on_split(data: Prepared, role: np.ndarray, fitted: Fitted, n_boot: 
 
         report.update(_rest_false_alarms(pred, data.emotion[te]))
     other = role[data.rows_other] == "test"
+    p_other = np.full(int(other.sum()), np.nan)  # P(anxious) of the test people's other emotions (two classes)
     if len(data.classes) == 2 and other.any():
         p_other = fitted.predict(data.X_other[other])[:, 1]
         flagged = p_other >= (fitted.threshold if fitted.threshold is not None else 0.5)
@@ -141,25 +142,19 @@ def evaluate_on_split(data: Prepared, role: np.ndarray, fitted: Fitted, n_boot: 
         report["false_alarm_other"] = float(flagged.mean())
         report["false_alarm_by_emotion"] = {EMOTIONS.get(e, e): float(flagged[emo == e].mean()) for e in np.unique(emo)}
         report["n_other_test"] = int(other.sum())
-    report["predictions"] = _split_predictions(data, te, other, prob, pred, fitted)
+    report["predictions"] = _split_predictions(data.subset(te, other), prob, pred, p_other, fitted.threshold)
     return report
 
 
-def _split_predictions(data: Prepared, te, other, prob, pred, fitted: Fitted) -> pd.DataFrame:
+def _split_predictions(test: Prepared, prob, pred, p_other, threshold) -> pd.DataFrame:
     """Each test photo's row of :func:`facekit.crossval.predictions_table` (``row`` its position in the extract
-    table; no ``fold``: one model scored them all), other emotions included where the task leaves them out."""
+    table; no ``fold``: one model scored them all), the other emotions' photos included where they were scored."""
     from .crossval import predictions_table
 
-    binary = len(data.classes) == 2
-    cut = fitted.threshold if fitted.threshold is not None else 0.5
-    scored_other = other & binary
-    p_other = np.full(len(data.X_other), np.nan)
-    if scored_other.any():
-        p_other[scored_other] = fitted.predict(data.X_other[scored_other])[:, 1]
-    part = data.subset(te, np.ones(len(data.X_other), bool))
-    n = int(te.sum())
-    table = predictions_table(part, prob, pred, np.zeros(n, int), np.full(n, cut if binary else np.nan),
-                              p_other, np.full(len(data.X_other), cut), np.zeros(len(data.X_other), int))
+    n, n_other = len(test.y), len(test.X_other)
+    cut = threshold if threshold is not None else 0.5
+    table = predictions_table(test, prob, pred, np.zeros(n, int), np.full(n, cut if len(test.classes) == 2 else np.nan),
+                              p_other, np.full(n_other, cut), np.zeros(n_other, int))
     return table.drop(columns="fold")
 
 
