@@ -144,7 +144,8 @@ def operating_points(predictions: pd.DataFrame, max_false_alarm: float = 0.25, m
     recall = 1 - np.searchsorted(np.sort(p[fear]), cuts, side="left") / fear.sum()
     false_alarm = 1 - np.searchsorted(np.sort(p[other]), cuts, side="left") / other.sum()
     ok = false_alarm <= max_false_alarm
-    best = int(np.flatnonzero(ok)[np.argmax(recall[ok])]) if ok.any() else None
+    # the best recall within the false alarms allowed, at the highest cut that gives it (its fewest false alarms)
+    best = int(np.flatnonzero(ok & (recall == recall[ok].max()))[-1]) if ok.any() else None
     reach = np.flatnonzero(recall >= min_recall)
     need = int(reach[-1]) if len(reach) else None  # the highest cut that still reaches the recall
     per_person = []

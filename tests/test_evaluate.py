@@ -245,8 +245,9 @@ def test_operating_points_read_the_ranking_from_a_predictions_table():
     # own calls (cut 0.5): A's two fear photos and B's first (0.5); of the other emotions A's happy (0.7) and sad (0.6)
     assert o["recall"] == 0.75 and o["false_alarm"] == 2 / 6
     # pooled: others A 0.7, 0.6, 0.45; B 0.3, 0.2, 0.05. fear A 0.9, 0.85; B 0.5, 0.45.
-    # at false alarms ≤ 0.25 (one of six others): cut 0.7 → fear 2 of 4, false alarms 1/6; cut 0.5 → 3 of 4, 2/6
-    assert o["best_recall"] == 0.5 and o["best_false_alarm"] == pytest.approx(1 / 6) and o["best_neutral"] == 0.0
+    # at false alarms ≤ 0.25 (one of six others): cut 0.7 → fear 2 of 4, false alarms 1/6; cut 0.5 → 3 of 4, 2/6;
+    # the same 2 of 4 at cut 0.85 with no false alarm: the bound is read at the highest cut that gives it
+    assert o["best_recall"] == 0.5 and o["best_false_alarm"] == 0.0 and o["best_neutral"] == 0.0
     # all four fear photos need the cut at 0.45, which calls A's three other emotions anxious
     assert o["false_alarm_for_min_recall"] == 0.5
     assert o["within_person_auc"] == 1.0 and o["within_person_auc_min"] == 1.0
