@@ -47,3 +47,42 @@ def reference_shape(neutral_shapes: np.ndarray) -> np.ndarray:
     if len(neutral_shapes) == 0:
         raise ValueError("calibration needs at least one neutral face")
     return neutral_shapes.mean(axis=0)
+
+
+def identity_directions(X: np.ndarray, strata, persons, mirror=None) -> np.ndarray:
+    """The directions along which the *training* people's faces differ, strongest first: (n_features, r) orthonormal.
+
+    Plain-protocol counterpart of :func:`personal_neutral`, learned from training people alone (TRAINING_DETAIL
+    section 7 item 16; nuisance-attribute projection, as in speaker recognition).  Each face ``X`` (N, n_features)
+    loses the mean face of its stratum (``strata``: the training rows' emotions or classes), so that what is left is
+    mostly who it is; what is left is averaged per person (``persons``); with ``mirror`` (the linear map of
+    :func:`facekit.train._mirror_features`) each person's mirror image joins them, so that the leading directions of
+    the stack split into symmetric and antisymmetric ones and removing them commutes with mirroring.  The right
+    singular vectors of the centred person means follow, at most one fewer than the means, with non-zero
+    singular values only.  :func:`remove_directions` takes the first K of them away from any face.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    strata, persons = np.asarray(strata), np.asarray(persons)
+    if not (len(X) == len(strata) == len(persons)):
+        raise ValueError(f"X, strata and persons must have one row per face: {len(X)}, {len(strata)}, {len(persons)}")
+    residual = X.copy()
+    for s in np.unique(strata):
+        rows = strata == s
+        residual[rows] -= X[rows].mean(axis=0)
+    people = np.unique(persons)
+    means = np.stack([residual[persons == p].mean(axis=0) for p in people])
+    if mirror is not None:
+        means = np.concatenate([means, mirror(means)])
+    means -= means.mean(axis=0)
+    _, sv, vt = np.linalg.svd(means, full_matrices=False)
+    keep = sv > sv[0] * 1e-9 if len(sv) and sv[0] > 0 else np.zeros(len(sv), bool)
+    return vt[keep].T.copy()
+
+
+def remove_directions(X: np.ndarray, directions: np.ndarray | None, k: int | None = None) -> np.ndarray:
+    """``X`` without its components along the first ``k`` (all: ``None``) columns of ``directions`` (orthonormal,
+    :func:`identity_directions`): ``x − x V Vᵀ`` row by row, in ``X``'s precision; ``X`` itself where none."""
+    if directions is None or k == 0 or directions.shape[1] == 0:
+        return X
+    V = directions[:, :k].astype(X.dtype, copy=False)
+    return X - (X @ V) @ V.T

@@ -101,14 +101,16 @@ def cmd_extract(args) -> int:
 def cmd_crossval(args) -> int:
     from datetime import datetime, timezone
 
-    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol, ResultStore,
-                           crossval, prepare, with_photo_columns)
+    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, IDENTITY_WITH_EXTRA, MIN_PER_CLASS_FOR_THRESHOLD,
+                           Protocol, ResultStore, _identity_grid, crossval, prepare, with_photo_columns)
     from .model import ModelConfig
     from .normalize import NormalizeSettings
     from .train import TrainConfig
 
     if args.extra_centre != "none" and not args.extra_train:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
+    if any(_identity_grid(args.identity_dims)) and args.extra_train:  # now, not after extracting the landmarks
+        raise ValueError(IDENTITY_WITH_EXTRA)
     if args.train_on == "emotions" and args.task != "anxious-vs-rest":
         raise ValueError(f"--train-on emotions trains an anxious-vs-rest model on every emotion present; this run's "
                          f"task is {args.task!r}: give --task anxious-vs-rest (7class already trains on them)")
@@ -135,7 +137,7 @@ def cmd_crossval(args) -> int:
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
                       min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
-                      extra_centre=args.extra_centre, train_on=args.train_on)
+                      extra_centre=args.extra_centre, train_on=args.train_on, identity_dims=args.identity_dims)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -290,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-on", default="task", choices=("task", "emotions"),
                    help="anxious-vs-rest: train on the task's two classes (task) or on every emotion present, each a "
                         "class of its own (emotions), scoring, choosing and thresholding P(anxious) either way")
+    p.add_argument("--identity-dims", default="off", metavar="off|auto|K",
+                   help="remove from every face the K directions along which the training people's faces differ most "
+                        "(learned from each training side's people alone, their emotions' mean faces taken out first; "
+                        "a held-out face is projected alone): off (the default), auto (logistic regression's inner "
+                        "folds choose K among 0, 4 and 16; the ResNet MLP uses its choice) or a count K")
     p.add_argument("--extra-centre", default="none", choices=("none", "neutral"),
                    help="how each --extra-train set is placed before pooling: none (as it is) or neutral (on every "
                         "training side, moved so that the mean of its neutral faces is the mean of that side's own "

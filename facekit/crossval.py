@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate as ev
-from .calibration import personal_neutral
+from .calibration import identity_directions, personal_neutral, remove_directions
 from .checkpoint import features
 from .labels import EMOTIONS, apply_policy, encode_task, task_classes
 from .model import ModelConfig
@@ -41,6 +41,11 @@ CALIBRATIONS = ("none", "personal-neutral")
 TRAIN_ON = ("task", "emotions")
 # --extra-centre: how each extra training set is placed beside the data's training people before pooling
 EXTRA_CENTRES = ("none", "neutral")
+# --identity-dims auto: how many of the training people's identity directions the inner folds may remove
+# (TRAINING_DETAIL section 7 item 16); 0 (the default) removes none
+IDENTITY_DIMS = (0, 4, 16)
+IDENTITY_WITH_EXTRA = ("--identity-dims learns the identity directions from the data's own training people; it is not "
+                       "combined with --extra-train, whose people it would not describe: leave one of them out")
 NEUTRAL = "중립"
 
 
@@ -281,6 +286,29 @@ def _mirrors(mirror) -> tuple[bool, ...]:
     raise ValueError(f"mirror must be 'auto', 'on' or 'off', got {mirror!r}")
 
 
+def _identity_grid(identity_dims) -> tuple[int, ...]:
+    """The counts of identity directions the inner folds choose among: ``"auto"`` → :data:`IDENTITY_DIMS`, a
+    count K → ``(K,)``; ``0`` / ``None`` / ``"off"`` → ``(0,)`` (none removed)."""
+    if identity_dims in (None, "off", "none"):
+        return (0,)
+    if identity_dims == "auto":
+        return IDENTITY_DIMS
+    text = str(identity_dims).strip()
+    if isinstance(identity_dims, bool) or not text.isdigit():
+        raise ValueError(f"identity_dims must be 'auto', 'off' or a count of directions >= 0, got {identity_dims!r}")
+    return (int(text),)
+
+
+def _identity_fold(X_tr, X_va, strata, groups, dims: int, mirror_map=_mirror_features):
+    """One training side's rows and the rows it is scored on, both without the side's first ``dims`` identity
+    directions (:func:`facekit.calibration.identity_directions`, learned from the training side alone); as they are
+    where ``dims`` is 0.  Returns ``(X_tr, X_va, directions)``."""
+    if not dims:
+        return X_tr, X_va, None
+    directions = identity_directions(X_tr, strata, groups, mirror_map)[:, :dims]
+    return remove_directions(X_tr, directions), remove_directions(X_va, directions), directions
+
+
 def _layouts(layouts, n_features: int) -> tuple[str, ...]:
     if n_features != 478 * 3:  # the protocol already chose ``xy``
         return ("xy",) if n_features == 478 * 2 else ("xyz",)
@@ -362,12 +390,15 @@ class SelectedResNetMLP:
     choose the layout and mirroring for the MLP itself.  ``"auto"``: both families of
     candidates (``trained``'s layouts × mirrorings and ``fitted``'s one) are scored alike on the
     same inner folds, and the best candidate and epoch win (``selected_["linear_path"]`` says which).
+    ``identity_dims``: every face first loses that many of the training people's identity directions
+    (:class:`SelectedLogReg`'s); ``"auto"``: as many as logistic regression's inner folds choose (the one the
+    ``fitted`` family fits), for every candidate; each inner fold learns the directions from its own training people.
     """
 
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-                 min_recall: float | None = None, positive: int | None = None):
+                 min_recall: float | None = None, positive: int | None = None, identity_dims=0):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -377,11 +408,12 @@ class SelectedResNetMLP:
         self.linear_path = linear_path
         self.min_recall = min_recall
         self.positive = positive
+        self.identity_dims = identity_dims
 
-    def fit(self, X, y, groups, extra=None):
+    def fit(self, X, y, groups, extra=None, strata=None):
         """``extra``: the rows of :func:`_extra_rows` (``(X, y)`` of photos from other people, ``crossval(extra=…)``,
         and what centring needs) added to the training side of every inner fold and of the final model, never
-        validated on."""
+        validated on.  ``strata``: the rows' emotions, for the identity directions (``identity_dims``)."""
         tc = replace(self.train_config, seed=self.random_state)
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
         oof_y = np.concatenate([y[va] for _, va in folds])
@@ -392,11 +424,20 @@ class SelectedResNetMLP:
         layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror)
         # candidate families: (how the linear path is made, layouts, mirrorings, training config)
         families = []
+        dims_grid = _identity_grid(self.identity_dims)
+        if any(dims_grid) and extra is not None:
+            raise ValueError(IDENTITY_WITH_EXTRA)
+        strata = y if strata is None else np.asarray(strata)
+        with_fitted = self.linear_path in ("fitted", "auto") and any(c.has_linear_path for c in configs)
+        linear = None
+        if with_fitted or len(dims_grid) > 1:  # the fitted path, or the identity directions, need it
+            linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
+                                    self.mirror, positive=self.positive,
+                                    identity_dims=self.identity_dims).fit(X, y, groups, extra, strata)
+        dims = linear.identity_dims_ if linear is not None else dims_grid[0]
         if self.linear_path in ("trained", "auto") or not any(c.has_linear_path for c in configs):
             families.append(("trained", layouts, mirrors, tc))
-        if self.linear_path in ("fitted", "auto") and any(c.has_linear_path for c in configs):
-            linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
-                                    self.mirror, positive=self.positive).fit(X, y, groups, extra)
+        if with_fitted:
             families.append(("fitted", (linear.layout_,), (linear.mirror_,), replace(tc, linear_C=linear.C_)))
         for family, fam_layouts, fam_mirrors, fam_tc in families:
             for c, config in enumerate(configs):
@@ -405,14 +446,16 @@ class SelectedResNetMLP:
                 for layout in fam_layouts:
                     Xl = X[:, _columns(layout, X.shape[1])]
                     Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
+                    # each inner fold's rows without its own training people's identity directions (none: as they are)
+                    sides = [_identity_fold(Xl[tr], Xl[va], strata[tr], groups[tr], dims)[:2] for tr, va in folds]
                     mc = replace(config, n_features=Xl.shape[1], n_classes=self.n_classes)
                     # epoch 0: the fitted linear path alone
                     first = 0 if fam_tc.linear_C is not None and mc.has_linear_path else 1
                     for mirror in fam_mirrors:
                         tcm = replace(fam_tc, mirror=mirror)
                         probas = []
-                        for tr, va in folds:
-                            _, hist = fit(*_plus(Xl[tr], y[tr], Xe, extra, tr), Xl[va], y[va], mc, tcm,
+                        for (tr, va), (X_tr, X_va) in zip(folds, sides):
+                            _, hist = fit(*_plus(X_tr, y[tr], Xe, extra, tr), X_va, y[va], mc, tcm,
                                           keep_val_proba=True)
                             probas.append(np.stack([h["val_proba"] for h in hist]))
                         oof = np.concatenate(probas, axis=1)  # (epochs, out-of-fold rows, classes)
@@ -434,7 +477,11 @@ class SelectedResNetMLP:
         self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
                                             if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
-        self.models_ = [fit(*_plus(X[:, self.columns_], y, Xe, extra), None, None, mc,
+        Xc = X[:, self.columns_]
+        self.identity_dims_ = dims
+        self.directions_ = identity_directions(Xc, strata, groups, _mirror_features)[:, :dims] if dims else None
+        Xc = remove_directions(Xc, self.directions_)
+        self.models_ = [fit(*_plus(Xc, y, Xe, extra), None, None, mc,
                             replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
                         for k in range(self.ensemble)]
         self.model_ = self.models_[0]
@@ -446,10 +493,16 @@ class SelectedResNetMLP:
                           "linear_C": self.linear_C_, **threshold_extra}
         if len(configs) > 1:
             self.selected_["model_config"] = self.config_index_
+        if dims_grid != (0,):
+            self.selected_["identity_dims"] = int(dims)
+            self.selected_["identity_dims_removed"] = 0 if self.directions_ is None else int(self.directions_.shape[1])
+            if linear is not None and "inner_scores_by_identity_dims" in linear.selected_:
+                self.selected_["linear_inner_scores_by_identity_dims"] = linear.selected_["inner_scores_by_identity_dims"]
         return self
 
     def predict_proba(self, X):
-        p = np.mean([predict_proba(m, X[:, self.columns_]) for m in self.models_], axis=0)
+        Xc = remove_directions(X[:, self.columns_], self.directions_)
+        p = np.mean([predict_proba(m, Xc) for m in self.models_], axis=0)
         return _one_vs_rest(None, p, self.positive)[1]
 
 
@@ -498,14 +551,18 @@ def _model_configs(model_config) -> tuple[ModelConfig, ...]:
 
 class SelectedLogReg:
     """Standardised logistic regression (class-balanced) with the feature layout, mirroring, C and threshold
-    chosen on inner person folds (the same layouts and mirroring choice as :class:`SelectedResNetMLP`)."""
+    chosen on inner person folds (the same layouts and mirroring choice as :class:`SelectedResNetMLP`).
+    ``identity_dims`` (:func:`_identity_grid`): how many of the training people's identity directions every face
+    loses first (:func:`facekit.calibration.identity_directions`; ``"auto"``: the inner folds choose among
+    :data:`IDENTITY_DIMS`, each inner fold learning the directions from its own training people)."""
 
     GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
     def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
-                 min_recall: float | None = None, positive: int | None = None):
+                 min_recall: float | None = None, positive: int | None = None, identity_dims=0):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
         self.layouts, self.mirror, self.min_recall, self.positive = layouts, mirror, min_recall, positive
+        self.identity_dims = identity_dims
 
     def _fit(self, C, X, y, mirror: bool):
         if mirror:  # the training faces and their mirror images, as the MLP's training sees them
@@ -524,42 +581,61 @@ class SelectedLogReg:
         out[:, clf.classes_] = clf.predict_proba(X)
         return out
 
-    def fit(self, X, y, groups, extra=None):
+    def fit(self, X, y, groups, extra=None, strata=None):
         """``extra``: the rows of :func:`_extra_rows`, added to every training side, never validated on (as
-        :class:`SelectedResNetMLP`)."""
+        :class:`SelectedResNetMLP`).  ``strata``: the rows' emotions, whose mean faces the identity directions
+        are learned without (``identity_dims``; default: ``y``)."""
         folds = _inner_folds(groups, self.inner_folds, self.random_state)
-        candidates = []  # (score, layout, mirror, C, out-of-fold y, out-of-fold probabilities)
+        dims_grid = _identity_grid(self.identity_dims)
+        if any(dims_grid) and extra is not None:
+            raise ValueError(IDENTITY_WITH_EXTRA)
+        strata = y if strata is None else np.asarray(strata)
+        candidates = []  # (score, layout, mirror, identity dims, C, out-of-fold y, out-of-fold probabilities)
         for layout in _layouts(self.layouts, X.shape[1]):
             Xl = X[:, _columns(layout, X.shape[1])]
             Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
+            # each inner fold's identity directions, from its own training people, at the largest count asked
+            sides = [_identity_fold(Xl[tr], Xl[va], strata[tr], groups[tr], max(dims_grid)) for tr, va in folds]
             for mirror in _mirrors(self.mirror):
-                for C in self.GRID:
-                    oof_y, oof_p = [], []
-                    for tr, va in folds:
-                        X_tr, y_tr = _plus(Xl[tr], y[tr], Xe, extra, tr)
-                        if len(np.unique(y_tr)) < 2:
-                            continue
-                        clf = self._fit(C, X_tr, y_tr, mirror)
-                        oof_y.append(y[va])
-                        oof_p.append(self._proba(clf, Xl[va]))
-                    oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
-                    score = (ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))["balanced_accuracy"]
-                             if self.positive is None else _balanced_accuracy(oy, op, self.positive))
-                    candidates.append((score, layout, mirror, C, oy, op))
+                for dims in dims_grid:
+                    for C in self.GRID:
+                        oof_y, oof_p = [], []
+                        for (tr, va), (_, _, directions) in zip(folds, sides):
+                            X_tr, y_tr = _plus(remove_directions(Xl[tr], directions, dims), y[tr], Xe, extra, tr)
+                            if len(np.unique(y_tr)) < 2:
+                                continue
+                            clf = self._fit(C, X_tr, y_tr, mirror)
+                            oof_y.append(y[va])
+                            oof_p.append(self._proba(clf, remove_directions(Xl[va], directions, dims)))
+                        oy, op = np.concatenate(oof_y), np.concatenate(oof_p)
+                        score = (ev.classification_report(oy, op, tuple(map(str, range(self.n_classes))))
+                                 ["balanced_accuracy"]
+                                 if self.positive is None else _balanced_accuracy(oy, op, self.positive))
+                        candidates.append((score, layout, mirror, dims, C, oy, op))
         best = int(np.nanargmax([c[0] for c in candidates]))
-        score, self.layout_, self.mirror_, self.C_, oy, op = candidates[best]
+        score, self.layout_, self.mirror_, self.identity_dims_, self.C_, oy, op = candidates[best]
         self.columns_ = _columns(self.layout_, X.shape[1])
         y2, p2 = _one_vs_rest(oy, op, self.positive)
         self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
                                             if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
-        self.model_ = self._fit(self.C_, *_plus(X[:, self.columns_], y, Xe, extra), self.mirror_)
+        Xc = X[:, self.columns_]
+        self.directions_ = (identity_directions(Xc, strata, groups, _mirror_features)[:, :self.identity_dims_]
+                            if self.identity_dims_ else None)
+        self.model_ = self._fit(self.C_, *_plus(remove_directions(Xc, self.directions_), y, Xe, extra), self.mirror_)
         self.selected_ = {"layout": self.layout_, "mirror": self.mirror_, "C": self.C_, "threshold": self.threshold_,
                           "inner_val_bal_acc": float(score), **threshold_extra}
+        if dims_grid != (0,):
+            self.selected_["identity_dims"] = int(self.identity_dims_)
+            self.selected_["identity_dims_removed"] = 0 if self.directions_ is None else int(self.directions_.shape[1])
+            # the best inner score each count of directions reached (over layouts, mirroring and C)
+            self.selected_["inner_scores_by_identity_dims"] = {
+                str(d): float(max(c[0] for c in candidates if c[3] == d)) for d in dims_grid}
         return self
 
     def predict_proba(self, X):
-        return _one_vs_rest(None, self._proba(self.model_, X[:, self.columns_]), self.positive)[1]
+        Xc = remove_directions(X[:, self.columns_], self.directions_)
+        return _one_vs_rest(None, self._proba(self.model_, Xc), self.positive)[1]
 
 
 class Majority:
@@ -584,12 +660,12 @@ class Majority:
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
                layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-               min_recall: float | None = None, positive: int | None = None):
+               min_recall: float | None = None, positive: int | None = None, identity_dims=0):
     if kind == "resnet-mlp":
         return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
-                                 linear_path, min_recall, positive)
+                                 linear_path, min_recall, positive, identity_dims)
     if kind == "logreg":
-        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive)
+        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive, identity_dims)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -603,7 +679,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
              workers: int | None = 1, threads: int | None = None, fold_store=None,
              extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none",
-             train_on: str = "task") -> dict:
+             train_on: str = "task", identity_dims=0) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -628,7 +704,10 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     moves each extra set, on every training side, so that its neutral photos' mean face is that of the training
     side's own neutral photos (the data's held-out people are never moved or looked at).
     ``train_on="emotions"`` (``anxious-vs-rest``): the model trains on every emotion present as a class of its own
-    and is scored, selected and thresholded as anxious against the rest, on P(anxious) (:data:`TRAIN_ON`)."""
+    and is scored, selected and thresholded as anxious against the rest, on P(anxious) (:data:`TRAIN_ON`).
+    ``identity_dims``: every face first loses that many directions along which the training side's people differ
+    (``"auto"``: the inner folds choose among :data:`IDENTITY_DIMS`; :class:`SelectedLogReg`), learned from each
+    training side's own people and their emotions, never from a held-out person (TRAINING_DETAIL section 7 item 16)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -647,6 +726,12 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     if train_on not in TRAIN_ON:
         raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
     y_fit, fit_classes, positive = _training_classes(data, train_on, model, extras or None)
+    identity_grid = _identity_grid(identity_dims)
+    if any(identity_grid) and extras:
+        raise ValueError(IDENTITY_WITH_EXTRA)
+    if any(identity_grid) and model == "majority":
+        raise ValueError("--identity-dims changes the faces a model learns from; the majority baseline learns from "
+                         "none: use it with --model resnet-mlp or logreg")
     extra_info, added = None, None
     if extras:
         extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
@@ -670,6 +755,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                   layouts=layouts, ensemble=ensemble, mirror=mirror, linear_path=linear_path, min_recall=min_recall)
     if positive is not None:  # only then, so that the folds kept by earlier runs keep their keys
         params["positive"] = positive
+    if identity_grid != (0,):  # likewise
+        params["identity_dims"] = identity_dims
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
@@ -717,6 +804,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "min_recall": min_recall, "extra_train": bool(extras),
                      "extra_centre": extra_centre if extras else None,
                      "train_on": train_on if model != "majority" else None,  # the baseline trains on nothing
+                     "identity_dims": (None if model == "majority" else
+                                       "auto" if len(identity_grid) > 1 else identity_grid[0]),
+                     "identity_dims_grid": list(identity_grid) if len(identity_grid) > 1 else None,
                      "training_classes": list(fit_classes)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
@@ -849,12 +939,13 @@ def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) 
 
 
 def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: str, params: dict,
-              extra: tuple | None = None) -> dict:
+              extra: tuple | None = None, strata=None) -> dict:
     """Train one outer fold's model (its inner folds choose everything) and score its held-out rows:
     the unit of work of :func:`crossval`, run in this process or a worker.  ``extra``: the rows of
     :func:`_extra_rows` (``(X, y)``, and what centring needs) trained on with every training side, never
-    validated or tested on."""
-    clf = make_model(model, n_classes, **params).fit(X_tr, y_tr, g_tr, extra)
+    validated or tested on.  ``strata``: the training rows' emotions (for ``params["identity_dims"]``)."""
+    clf = make_model(model, n_classes, **params)
+    clf = clf.fit(X_tr, y_tr, g_tr, extra) if strata is None else clf.fit(X_tr, y_tr, g_tr, extra, strata)
     binary = n_classes == 2 or params.get("positive") is not None  # scored as two classes either way
     return {"fold": k, "prob": clf.predict_proba(X_te), "threshold": clf.threshold_ if binary else None,
             "other_p": clf.predict_proba(X_other)[:, -1] if binary and len(X_other) else None,
@@ -876,8 +967,10 @@ def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int,
     def added(tr):
         return extra if extra is None or len(extra) == 2 else (*extra, data.emotion[tr] == NEUTRAL)
 
+    # the training rows' emotions, where the identity directions need them (only then: the kept folds' keys stay)
+    strata = (lambda tr: (data.emotion[tr],)) if params.get("identity_dims") is not None else (lambda tr: ())
     jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
-             n_classes, model, params, added(tr)) for k, (tr, te) in enumerate(splits)]
+             n_classes, model, params, added(tr), *strata(tr)) for k, (tr, te) in enumerate(splits)]
     for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 
