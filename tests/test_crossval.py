@@ -1010,3 +1010,136 @@ def test_mlp_ensemble_averages_its_networks(binary):
     one, two = (predict_proba(m, binary.X[:, clf.columns_]) for m in clf.models_)
     assert not np.allclose(one, two)  # different seeds, different networks
     np.testing.assert_allclose(clf.predict_proba(binary.X), (one + two) / 2, rtol=0, atol=1e-6)
+
+
+def test_identity_directions_come_from_each_training_side_alone(binary, monkeypatch):
+    """``identity_dims``: every call that learns identity directions sees the people of the training side being
+    fitted, never a held-out one: an inner fold's own training people, or the outer fold's for its final model."""
+    import facekit.crossval as cv
+
+    calls, current = [], {}
+    real_fold, real_directions = cv._fit_fold, cv.identity_directions
+
+    def fold_spy(k, X_tr, y_tr, g_tr, *a, **kw):
+        current["people"], current["fold"] = set(g_tr), k
+        return real_fold(k, X_tr, y_tr, g_tr, *a, **kw)
+
+    def directions_spy(X, strata, persons, mirror=None):
+        people = set(np.asarray(persons))
+        assert people <= current["people"], "identity directions learned from a held-out person"
+        assert len(np.asarray(strata)) == len(X) and mirror is not None
+        calls.append((current["fold"], people == current["people"]))
+        return real_directions(X, strata, persons, mirror)
+
+    monkeypatch.setattr(cv, "_fit_fold", fold_spy)
+    monkeypatch.setattr(cv, "identity_directions", directions_spy)
+    result = crossval(binary, folds=4, model="logreg", progress=False, n_boot=50, inner_folds=2,
+                      identity_dims="auto")
+    _check_result(result, binary)
+    assert result["protocol"]["identity_dims"] == "auto" and result["protocol"]["identity_dims_grid"] == [0, 4, 16]
+    for k, fold in enumerate(result["folds_detail"]):
+        inner = [full for f, full in calls if f == k]
+        assert inner.count(False) >= 2  # each inner fold (per layout) learns from its own training people
+        assert inner.count(True) == (1 if fold["identity_dims"] else 0)  # the final model, from the whole side
+        assert fold["identity_dims"] in (0, 4, 16) and set(fold["inner_scores_by_identity_dims"]) == {"0", "4", "16"}
+        assert fold["inner_val_bal_acc"] == max(fold["inner_scores_by_identity_dims"].values())
+        people = len(set(binary.groups)) - len(fold["test_people"])
+        assert fold["identity_dims_removed"] <= min(fold["identity_dims"], 2 * people - 1)
+
+
+def test_identity_dims_off_changes_nothing(binary):
+    base = crossval(binary, folds=4, model="logreg", progress=False, n_boot=50, inner_folds=2)
+    for off in ("off", 0):
+        assert _same_numbers(crossval(binary, folds=4, model="logreg", progress=False, n_boot=50, inner_folds=2,
+                                      identity_dims=off), base)
+    assert base["protocol"]["identity_dims"] == 0 and "identity_dims" not in base["folds_detail"][0]
+
+
+def test_removing_identity_directions_ranks_faces_that_differ_by_person_along_the_expression():
+    """Six people whose faces differ along three shape directions, one of them partly fear's (TRAINING_DETAIL
+    section 7 item 16): leave-one-person-out, plain logistic regression ranks fear poorly across people (one
+    person's neutral face looks like another's fear), and without the training people's four leading identity
+    directions it ranks every fear photo above every neutral one."""
+    from sklearn.metrics import roc_auc_score
+
+    from facekit.crossval import SelectedLogReg
+    from test_calibration import _identity_data
+
+    X, y, persons, _ = _identity_data(n_people=6, noise=0.03, seed=2)
+    auc = {}
+    for dims in (0, 4):
+        scores = np.zeros(len(y))
+        for p in np.unique(persons):
+            te = persons == p
+            clf = SelectedLogReg(2, inner_folds=3, layouts="xyz", mirror="off", identity_dims=dims)
+            scores[te] = clf.fit(X[~te], y[~te], persons[~te]).predict_proba(X[te])[:, 1]
+            assert clf.identity_dims_ == dims and (clf.directions_ is None) == (dims == 0)
+        auc[dims] = roc_auc_score(y, scores)
+    assert auc[0] < 0.9 and auc[4] > 0.99, auc
+
+
+@pytest.mark.parametrize("linear_path", ["trained", "auto"])
+def test_mlp_removes_the_identity_directions_logistic_regression_chooses(binary, linear_path):
+    from facekit.calibration import identity_directions, remove_directions
+    from facekit.crossval import SelectedLogReg, make_model
+    from facekit.train import _mirror_features
+
+    mc = replace(FAST_MLP["model_config"], linear_skip=True)
+    clf = make_model("resnet-mlp", 2, inner_folds=2, model_config=mc, train_config=FAST_MLP["train_config"],
+                     linear_path=linear_path, identity_dims="auto").fit(binary.X, binary.y, binary.groups,
+                                                                        strata=binary.emotion)
+    lr = SelectedLogReg(2, inner_folds=2, identity_dims="auto").fit(binary.X, binary.y, binary.groups,
+                                                                   strata=binary.emotion)
+    assert clf.selected_["identity_dims"] == lr.identity_dims_ == clf.identity_dims_
+    assert clf.selected_["linear_inner_scores_by_identity_dims"] == lr.selected_["inner_scores_by_identity_dims"]
+    Xc = binary.X[:, clf.columns_]
+    if clf.identity_dims_:
+        expected = identity_directions(Xc, binary.emotion, binary.groups, _mirror_features)[:, :clf.identity_dims_]
+        np.testing.assert_allclose(clf.directions_, expected)
+    else:
+        assert clf.directions_ is None
+    # the model scores faces without those directions
+    np.testing.assert_allclose(clf.predict_proba(binary.X),
+                               predict_proba(clf.model_, remove_directions(Xc, clf.directions_)), rtol=1e-5)
+    fixed = make_model("resnet-mlp", 2, inner_folds=2, model_config=mc, train_config=FAST_MLP["train_config"],
+                       linear_path="trained", identity_dims=4).fit(binary.X, binary.y, binary.groups)
+    assert fixed.identity_dims_ == 4 and fixed.directions_.shape[1] == 4  # a count is used as it is, strata = y
+
+
+def test_identity_dims_where_they_cannot_apply_are_refused(binary, others):
+    from facekit.crossval import make_model
+
+    with pytest.raises(ValueError, match="not combined with --extra-train"):
+        crossval(binary, folds=4, model="logreg", progress=False, identity_dims="auto", extra=others)
+    with pytest.raises(ValueError, match="majority baseline learns from none"):
+        crossval(binary, folds=4, model="majority", progress=False, identity_dims=4)
+    for bad in ("x", "-1", 2.5, True):
+        with pytest.raises(ValueError, match="identity_dims must be"):
+            crossval(binary, folds=4, model="logreg", progress=False, identity_dims=bad)
+    with pytest.raises(ValueError, match="not combined with --extra-train"):
+        make_model("logreg", 2, identity_dims="auto").fit(binary.X, binary.y, binary.groups, (others.X, others.y))
+
+
+def test_cli_identity_dims(jaffe_cli, jaffe_root, ckplus_root, tmp_path, capsys):
+    """``--identity-dims auto`` on JAFFE: the JSON says what each fold removed; with ``--extra-train`` or a value
+    that is not a count it is refused (exit 2) before any landmark is read."""
+    from facekit import cli
+
+    _proc, _out, cache = jaffe_cli
+    out = tmp_path / "identity.json"
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    assert cli.main([*args, "--out", str(out), "--identity-dims", "auto"]) == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"]["identity_dims"] == "auto" and result["n_images"] == 62
+    assert all(f["identity_dims"] in (0, 4, 16) and f["identity_dims_removed"] <= f["identity_dims"]
+               for f in result["folds_detail"])
+    assert 0 < result["auc"] <= 1 and len(result["per_person"]) == 10
+    capsys.readouterr()
+    refused = tmp_path / "refused.json"
+    assert cli.main([*args, "--out", str(refused), "--identity-dims", "auto", "--extra-train", str(ckplus_root)]) == 2
+    err = capsys.readouterr().err
+    assert "not combined with --extra-train" in err and "from the landmark cache" not in err
+    assert cli.main([*args, "--out", str(refused), "--identity-dims", "some"]) == 2
+    assert "identity_dims must be 'auto', 'off' or a count" in capsys.readouterr().err
+    assert not refused.exists()
