@@ -29,6 +29,10 @@ for path in sorted(folder.glob("*.json")):
             model += f", centred on the {r['extra_train']['centre']} mean"
     if r["protocol"].get("train_on") == "emotions":  # --train-on emotions: every emotion a class of its own
         model += f", trained on {len(r['protocol']['training_classes'])} emotions"
+    if r["protocol"].get("identity_dims") not in (None, 0):  # --identity-dims: how many directions each fold removed
+        kept = [f.get("identity_dims_removed", 0) for f in r.get("folds_detail", [])]
+        counts = ", ".join(f"{k}: {kept.count(k)}" for k in sorted(set(kept)))
+        model += f", identity directions {r['protocol']['identity_dims']} (removed {counts})"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
