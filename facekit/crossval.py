@@ -395,6 +395,8 @@ class SelectedResNetMLP:
     ``fitted`` family fits), for every candidate; each inner fold learns the directions from its own training people.
     """
 
+    directions_ = None  # as SelectedLogReg's
+
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
@@ -557,6 +559,7 @@ class SelectedLogReg:
     :data:`IDENTITY_DIMS`, each inner fold learning the directions from its own training people)."""
 
     GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    directions_ = None  # the identity directions a fitted model removes (none, also for a model assembled by hand)
 
     def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
                  min_recall: float | None = None, positive: int | None = None, identity_dims=0):
