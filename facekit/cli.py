@@ -2,7 +2,7 @@
 
     python -m facekit index   DATA [--out index.csv]
     python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--draft-long-side 1024]
-        [--min-face-side 256] [--cache DIR] [--out DIR]
+        [--min-face-side 256] [--remeasure 1] [--cache DIR] [--out DIR]
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N] [--workers N]
@@ -79,7 +79,8 @@ def cmd_extract(args) -> int:
         check_writable(args.out, folder=True)
     df = _index(args)
     chosen = _sample(args, df)
-    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None)
+    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None,
+                                  remeasure=args.remeasure)
     unusable = df["container"].nunique() - chosen["container"].nunique()
     print(f"{len(chosen)} photos sampled from {chosen['container'].nunique()} containers"
           f"{f' ({unusable} more hold no usable photo)' if unusable else ''} "
@@ -120,7 +121,8 @@ def cmd_crossval(args) -> int:
         store.clear()
     df = _index(args)
     chosen = _sample(args, df)
-    table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
+    table, landmarks = ex.extract(chosen, ex.ExtractSettings(remeasure=args.remeasure), workers=args.workers,
+                                  cache=args.cache)
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
@@ -144,7 +146,8 @@ def cmd_crossval(args) -> int:
     result = {"data": str(args.data or "demo"), "source": ", ".join(sorted(set(df["source"]))),
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result}
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "remeasure": args.remeasure, **result}
     predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
     text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
@@ -183,6 +186,13 @@ def cmd_crossval(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def predictions_path(out: Path) -> Path:
     """Where ``crossval --out FILE.json`` writes its per-photo table: ``FILE.predictions.csv`` beside it."""
     return out.with_name(out.stem + ".predictions.csv")
@@ -204,7 +214,8 @@ def _extra_training(args, protocol):
         df = load_index(path, pattern=args.extra_pattern,
                         label_map=parse_label_map(args.extra_label_map) or None)
         chosen = _sample(argparse.Namespace(per_zip=args.per_zip, seed=args.seed, data=path), df)
-        table, landmarks = ex.extract(chosen, workers=args.workers, cache=args.cache)
+        table, landmarks = ex.extract(chosen, ex.ExtractSettings(remeasure=args.remeasure), workers=args.workers,
+                                      cache=args.cache)
         prepared.append(prepare(table, landmarks, protocol))
         sources.append({"data": str(path), "source": ", ".join(sorted(set(df["source"]))), "n_rows": int(len(table))})
     return prepared, {"sets": sources}
@@ -244,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face-side", type=int, default=ex.ExtractSettings().min_face_side,
                    help="where a photo has a labelled face box (AI Hub), decode coarser still while the box's "
                         "shorter side stays at least this many pixels (0: boxes never change the scale)")
+    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K",
+                   help="FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
+                        "landmarks are averaged: less measurement noise, that many times FaceMesh's share of the time "
+                        "(default 1: once; TRAINING_DETAIL section 7 item 18)")
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)
@@ -278,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
     p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
+    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K",
+                   help="FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
+                        "landmarks are averaged: less measurement noise, that many times FaceMesh's share of the time "
+                        "(default 1: once; TRAINING_DETAIL section 7 item 18)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "

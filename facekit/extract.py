@@ -60,17 +60,29 @@ class ExtractSettings:
     shorter side stays at least this many pixels (:func:`jpeg_scale`); ``None``:
     boxes never change the scale.  ``max_faces=2`` lets a second face be noticed
     so group photos are reported instead of labelled with a random face.
+    ``remeasure``: FaceMesh measures each decoded photo this many times, as it is and
+    shifted by a few pixels, and the landmarks are averaged (:func:`remeasured`): a
+    photo's landmarks move by about as much as two takes of one expression differ when
+    it is merely shifted (TRAINING_DETAIL section 7 item 18); 1 (the default) measures once.
     """
 
     draft_long_side: int | None = 1024
     min_face_side: int | None = 256
     min_detection_confidence: float = 0.5
     max_faces: int = 2
+    remeasure: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.remeasure, bool) or not isinstance(self.remeasure, int) or self.remeasure < 1:
+            raise ValueError(f"remeasure must be a whole number of measurements >= 1, got {self.remeasure!r}")
 
     def key(self) -> str:
         from importlib.metadata import version
 
-        text = repr((sorted(asdict(self).items()), version("mediapipe"), CACHE_VERSION))
+        fields = asdict(self)
+        if fields["remeasure"] == 1:  # the field came later: one measurement keeps the caches made before it
+            del fields["remeasure"]
+        text = repr((sorted(fields.items()), version("mediapipe"), CACHE_VERSION))
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -406,20 +418,59 @@ def landmarks_from_rgb(rgb: np.ndarray, settings: ExtractSettings = ExtractSetti
     a photo with several faces is refused, since its label cannot say which it means.
     """
     mesh = face_mesh(True, settings.max_faces, settings.min_detection_confidence)
-    faces = find_faces(np.ascontiguousarray(rgb), mesh)
+    rgb = np.ascontiguousarray(rgb)
+    found = find_faces(rgb, mesh)
     width, height = size or (rgb.shape[1], rgb.shape[0])
-    if not faces:
+    if not found:
         raise PhotoError("no_face", "no face found")
-    faces = [to_pixels(f, width, height) for f in faces]
-    if len(faces) == 1:
-        return faces[0]
-    if box is not None and np.all(np.isfinite(box)):
+    faces = [to_pixels(f, width, height) for f in found]
+    best = 0
+    if len(faces) > 1:
+        if box is None or not np.all(np.isfinite(box)):
+            raise PhotoError("multiple_faces", f"{len(faces)} faces found; the label cannot say which one it means")
         overlap = [_iou((*f[:, :2].min(0), *f[:, :2].max(0)), box) for f in faces]
         best = int(np.argmax(overlap))
-        if overlap[best] >= 0.3:
-            return faces[best]
-        raise PhotoError("multiple_faces", f"{len(faces)} faces found and none matches the labelled face box")
-    raise PhotoError("multiple_faces", f"{len(faces)} faces found; the label cannot say which one it means")
+        if overlap[best] < 0.3:
+            raise PhotoError("multiple_faces", f"{len(faces)} faces found and none matches the labelled face box")
+    if settings.remeasure > 1:
+        return to_pixels(remeasured(rgb, found[best], mesh, settings.remeasure), width, height)
+    return faces[best]
+
+
+#: :func:`remeasured` shifts the photo to points on a circle of this radius, as a share of the face's width.
+REMEASURE_RADIUS = 0.06
+
+
+def remeasure_shifts(k: int, face_width: float) -> list[tuple[int, int]]:
+    """The ``k`` − 1 whole-pixel shifts (dx, dy) of :func:`remeasured`: evenly spaced in angle on a circle of radius
+    :data:`REMEASURE_RADIUS` × ``face_width`` pixels (at least 1 px, so no shift is (0, 0))."""
+    radius = max(1.0, REMEASURE_RADIUS * float(face_width))
+    angles = 2 * np.pi * np.arange(k - 1) / max(k - 1, 1)
+    return [(int(round(radius * np.cos(a))), int(round(radius * np.sin(a)))) for a in angles]
+
+
+def remeasured(rgb: np.ndarray, face: np.ndarray, mesh, k: int) -> np.ndarray:
+    """The mean of ``k`` FaceMesh measurements of one face: ``face`` (478, 3), found in ``rgb`` in MediaPipe's
+    normalised units, and ``k`` − 1 more in copies of ``rgb`` shifted by :func:`remeasure_shifts` (whole pixels, edge
+    pixels repeated, the size kept), each the face overlapping ``face`` most, moved back by its shift.  A copy
+    where no face overlaps it (IoU < 0.3) is left out of the mean.  Same units as ``face``."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    unit = np.array([w, h], dtype=np.float64)
+    ref_box = (*face[:, :2].min(0), *face[:, :2].max(0))
+    measured = [np.asarray(face, dtype=np.float64)]
+    for dx, dy in remeasure_shifts(k, (ref_box[2] - ref_box[0]) * w):
+        moved = cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST,
+                               borderMode=cv2.BORDER_REPLICATE)
+        back = np.array([dx, dy]) / unit
+        candidates = [np.column_stack([f[:, :2] - back, f[:, 2]]) for f in find_faces(moved, mesh)]
+        if not candidates:
+            continue
+        overlap = [_iou((*c[:, :2].min(0), *c[:, :2].max(0)), ref_box) for c in candidates]
+        if max(overlap) >= 0.3:
+            measured.append(candidates[int(np.argmax(overlap))])
+    return np.mean(measured, axis=0).astype(np.float32)
 
 
 def landmarks_from_bytes(data: bytes, settings: ExtractSettings = ExtractSettings(),

@@ -1143,3 +1143,26 @@ def test_cli_identity_dims(jaffe_cli, jaffe_root, ckplus_root, tmp_path, capsys)
     assert cli.main([*args, "--out", str(refused), "--identity-dims", "some"]) == 2
     assert "identity_dims must be 'auto', 'off' or a count" in capsys.readouterr().err
     assert not refused.exists()
+
+
+def test_cli_remeasure(jaffe_cli, jaffe_root, tmp_path, capsys):
+    """``--remeasure 2``: every JAFFE photo measured twice (a cache of its own beside the default one), the JSON says
+    so; ``--remeasure 0`` is a usage error before anything is read."""
+    from facekit import cli
+    from facekit import extract as ex
+
+    _proc, default_out, cache = jaffe_cli
+    assert json.loads(default_out.read_text())["remeasure"] == 1
+    folders = {p.name for p in (cache / "landmarks").iterdir()}
+    out = tmp_path / "remeasure.json"
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    assert cli.main([*args, "--out", str(out), "--remeasure", "2"]) == 0
+    result = json.loads(out.read_text())
+    assert result["remeasure"] == 2 and result["n_images"] == 62 and result["n_failed"] == 0
+    added = {p.name for p in (cache / "landmarks").iterdir()} - folders
+    assert len(added) == 1 and added.pop().endswith(ex.ExtractSettings(remeasure=2).key())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--out", str(tmp_path / "refused.json"), "--remeasure", "0"])
+    assert exit_.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err

@@ -783,3 +783,79 @@ def test_a_box_that_overstates_the_face_does_not_cost_it_resolution(portrait):
     checked, w, h = landmarks_from_bytes(data, ExtractSettings(), wrong)
     assert (w, h) == (4032, 3024)
     np.testing.assert_array_equal(checked, plain)
+
+
+# ----------------------------------------------------------------------------- measuring a photo several times
+
+def test_remeasure_one_is_todays_landmarks_and_cache(upright):
+    """``remeasure=1`` (the default) is one FaceMesh run, bit for bit, and keeps the cache key the field came after."""
+    import hashlib
+    from dataclasses import asdict
+    from importlib.metadata import version
+
+    once = ex.landmarks_from_rgb(upright)
+    direct = ex.find_faces(upright, ex.face_mesh(True, 2, 0.5))
+    assert len(direct) == 1
+    np.testing.assert_array_equal(once, ex.to_pixels(direct[0], W, H))
+    np.testing.assert_array_equal(once, ex.landmarks_from_rgb(upright, ExtractSettings(remeasure=1)))
+    before = {k: v for k, v in asdict(ExtractSettings()).items() if k != "remeasure"}
+    old_key = hashlib.sha1(repr((sorted(before.items()), version("mediapipe"), ex.CACHE_VERSION)).encode()).hexdigest()[:12]
+    assert ExtractSettings().key() == old_key
+    assert ExtractSettings(remeasure=8).key() not in (old_key, ExtractSettings(remeasure=4).key())
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="remeasure"):
+            ExtractSettings(remeasure=bad)
+
+
+def test_remeasure_shifts_are_distinct_and_on_a_circle():
+    for k, width in ((2, 100), (8, 130), (8, 5), (16, 400)):
+        shifts = ex.remeasure_shifts(k, width)
+        radius = max(1.0, ex.REMEASURE_RADIUS * width)
+        assert len(shifts) == k - 1
+        assert (0, 0) not in shifts
+        assert all(abs(np.hypot(dx, dy) - radius) <= 0.75 for dx, dy in shifts)
+    assert len(set(ex.remeasure_shifts(8, 130))) == 7
+    np.testing.assert_allclose(np.mean(ex.remeasure_shifts(9, 400), axis=0), 0, atol=0.5)  # no net shift
+
+
+def test_remeasured_copies_are_moved_back(upright):
+    """With two measurements (the photo and one copy shifted right by r pixels) the mean lies on the face, not r/2
+    pixels beside it: each copy's landmarks are moved back by its own shift."""
+    once = ex.landmarks_from_rgb(upright)
+    width = float(np.ptp(once[:, 0]))
+    (dx, dy), = ex.remeasure_shifts(2, width)
+    assert dx >= 8 and dy == 0
+    twice = ex.landmarks_from_rgb(upright, ExtractSettings(remeasure=2))
+    offset = (twice - once)[:, :2].mean(0)
+    assert abs(offset[0]) < dx / 8 and abs(offset[1]) < dx / 8, (offset, dx)
+    assert not np.array_equal(twice, once)  # the copy was measured: FaceMesh moves a little with the pixel grid
+
+
+def test_remeasure_averages_away_measurement_noise(upright):
+    """The reason for the setting, on a real face: the same photo shifted by 16 pixels moves one measurement's
+    normalised landmarks by a noticeable amount; the mean of 8 moves by much less."""
+    from facekit.normalize import flatten, normalize
+
+    def shape(rgb, k):
+        return flatten(normalize(ex.landmarks_from_rgb(rgb, ExtractSettings(remeasure=k))))
+
+    shifted = np.ascontiguousarray(np.pad(upright, ((16, 0), (16, 0), (0, 0)), mode="edge")[:H, :W])
+    one = np.linalg.norm(shape(upright, 1) - shape(shifted, 1))
+    eight = np.linalg.norm(shape(upright, 8) - shape(shifted, 8))
+    assert one > 0.05  # kit units over 1,434 coordinates (JAFFE: median 0.44 for a 16-px shift)
+    assert eight < 0.7 * one, (one, eight)
+
+
+def test_remeasure_in_extract_and_its_cache(folder_index, extracted, tmp_path, monkeypatch):
+    """``extract`` with ``remeasure`` keeps every status, moves the landmarks by little, and caches apart."""
+    table1, lm1, _ = extracted
+    settings = ExtractSettings(remeasure=3)
+    table3, lm3 = extract(folder_index, settings, workers=1, cache=tmp_path, progress=False)
+    assert table3["status"].tolist() == table1["status"].tolist()
+    ok = (table1["status"] == "ok").to_numpy()
+    size = centroid_size(lm1[ok])
+    moved = np.linalg.norm((lm3[ok] - lm1[ok])[:, :, :2], axis=2).mean(1) / size
+    assert np.all(moved < MEAN_TOLERANCE) and np.all(moved > 0)
+    calls = _counting(monkeypatch)
+    again = extract(folder_index, settings, workers=1, cache=tmp_path, progress=False)[1]
+    assert calls == [] and np.array_equal(again, lm3, equal_nan=True)
