@@ -140,6 +140,9 @@ BROWSER_FORMATS = ("auto", "jpeg")
 #: Pixels as stored for an upright photo carrying this EXIF orientation (a viewer turns them back).
 _STORED = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 _EMOTIONS = ("중립", "불안")
+#: ``ExtractSettings.remeasure`` of the extraction variant that measures each photo several times.
+REMEASURE = 8
+
 #: A draft threshold under a quarter of 4,032 px: such phone photos then decode at ¼ scale (1008 px) instead of ½
 QUARTER_DRAFT = 1000
 
@@ -438,6 +441,7 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
     n = len(index)
     kit, no_draft = ExtractSettings(), ExtractSettings(draft_long_side=None)
     quarter = ExtractSettings(draft_long_side=QUARTER_DRAFT)
+    remeasured = ExtractSettings(remeasure=REMEASURE)
     mesh = face_mesh(True, kit.max_faces, kit.min_detection_confidence)
     decoded = [decode(e, kit.draft_long_side, b, kit.min_face_side)[0] for e, b in zip(tree["encodings"], tree["boxes"])]
     scale = [round(max(Image.open(io.BytesIO(e)).size) / max(d.shape[:2])) for e, d in zip(tree["encodings"], decoded)]
@@ -476,6 +480,7 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
         "kit": lambda: run_extract(kit, workers=1),
         "kit_full_decode": lambda: run_extract(no_draft, workers=1),
         "kit_draft_1000": lambda: run_extract(quarter, workers=1),
+        f"kit_remeasure_{REMEASURE}": lambda: run_extract(remeasured, workers=1),
         "original": lambda: original_extract(tree["zips"]),
         "kit_1_worker_process": lambda: run_extract(kit, executor=pools[1][0]),
         "kit_2_worker_processes": lambda: run_extract(kit, executor=pools[2][0]),
@@ -516,7 +521,9 @@ def bench_extraction(settings: BenchSettings, tree: dict, scratch: Path) -> dict
                     "kit_full_decode: draft_long_side=None (full-size "
                     "OpenCV decode); kit_draft_1000: "
                     f"ExtractSettings(draft_long_side={QUARTER_DRAFT}), which decodes every 4032-px photo at 1/4 "
-                    "scale, whatever its face's size (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
+                    "scale, whatever its face's size (not the default); "
+                    f"kit_remeasure_{REMEASURE}: ExtractSettings(remeasure={REMEASURE}), FaceMesh run {REMEASURE} "
+                    "times a photo, shifted, and averaged (not the default); original: full OpenCV decode and a new FaceMesh per photo; "
                     "worker pools started (and their FaceMesh built) before the clock"}
 
 
@@ -817,6 +824,7 @@ def ratios(report: dict) -> dict[str, float]:
         "extraction_full_decode_vs_draft": ex["kit_full_decode"] / ex["kit"],
         "extraction_draft_1000_vs_draft": ex["kit_draft_1000"] / ex["kit"],
         "extraction_draft_1000_vs_original": ex["kit_draft_1000"] / ex["original"],
+        f"extraction_remeasure_{REMEASURE}_vs_kit": ex[f"kit_remeasure_{REMEASURE}"] / ex["kit"],
         "extraction_2_vs_1_workers": ex["kit_2_worker_processes"] / ex["kit_1_worker_process"],
         "training_vs_original_dataloader": tr["kit"]["samples_per_second"] / tr["original_dataloader"]["samples_per_second"],
         "extraction_memory_10x": (mem["extraction"][f"{report['settings']['memory_scale']}n"]["peak_rss_mb"]
@@ -915,6 +923,9 @@ def format_table(report: dict) -> str:
         (f"extraction: kit, draft_long_side={QUARTER_DRAFT} (every photo at ¼ scale; not the default)",
          f"{rate['kit_draft_1000']:.1f} photos/s", f"kit, default scales {rate['kit']:.1f}/s",
          r["extraction_draft_1000_vs_draft"]),
+        (f"extraction: kit, remeasure={REMEASURE} (FaceMesh {REMEASURE} times a photo, averaged; not the default)",
+         f"{rate[f'kit_remeasure_{REMEASURE}']:.1f} photos/s", f"kit, one measurement {rate['kit']:.1f}/s",
+         r[f"extraction_remeasure_{REMEASURE}_vs_kit"]),
         ("extraction: kit, 2 worker processes", f"{rate['kit_2_worker_processes']:.1f} photos/s",
          f"1 worker process {rate['kit_1_worker_process']:.1f}/s", r["extraction_2_vs_1_workers"]),
         (f"training: one epoch, {tr['samples']:,} samples, 1 thread, CPU",
