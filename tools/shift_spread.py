@@ -1,0 +1,88 @@
+"""How much of a neutral-vs-fear cross-validation figure is FaceMesh's re-measurement noise (TRAINING_DETAIL section 7
+item 18): the same photos measured again, each shifted by its own random whole-pixel offset (|dx|, |dy| <= --max-shift,
+edge pixels repeated, the landmarks moved back), over several draws, each scored by one fixed logistic regression
+(standardised x, y coordinates, C = 0.03, balanced class weights, threshold 0.5) on the same folds by person.
+
+    .venv/bin/python tools/shift_spread.py ../shared/datasets/jaffe --max-shift 2 --draws 12
+    .venv/bin/python tools/shift_spread.py ../shared/datasets/ckplus --max-shift 4 --draws 6
+
+A diagnostic of the measurement, not a result: the model is fixed, not chosen on inner folds as crossval's are.
+"""
+import argparse
+
+import cv2
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from facekit import extract as ex
+from facekit.normalize import NormalizeSettings, flatten, normalize
+from facekit.sources import load_index
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("data", help="a jaffe or ckplus folder, or any source load_index reads")
+ap.add_argument("--max-shift", type=int, default=2, help="largest offset in pixels, each axis")
+ap.add_argument("--draws", type=int, default=12)
+ap.add_argument("--seed", type=int, default=0)
+args = ap.parse_args()
+
+index = load_index(args.data)
+index = index[index["emotion"].isin(["중립", "불안"])].reset_index(drop=True)
+mesh = ex.face_mesh(True, 2, 0.5)
+
+
+def measure(rgb: np.ndarray, dx: int, dy: int) -> np.ndarray | None:
+    """Pixel-unit landmarks of the first face in ``rgb`` shifted by (dx, dy), moved back; None without a face."""
+    h, w = rgb.shape[:2]
+    moved = cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_REPLICATE)
+    faces = ex.find_faces(moved, mesh)
+    if not faces:
+        return None
+    face = faces[0].astype(np.float64)
+    face[:, 0] -= dx / w
+    face[:, 1] -= dy / h
+    return ex.to_pixels(face, w, h)
+
+
+photos = [ex.decode(ex.read_bytes(r.container, r.member))[0] for r in index.itertuples()]
+stored = [measure(rgb, 0, 0) for rgb in photos]
+keep = [i for i, lm in enumerate(stored) if lm is not None]
+y = (index["emotion"] == "불안").to_numpy(int)[keep]
+groups = index["person"].astype(str).to_numpy()[keep]
+folds = list(GroupKFold(n_splits=min(10, len(set(groups)))).split(y, y, groups))
+settings = NormalizeSettings("kit", align=True)
+
+
+def score(landmarks) -> tuple[float, float]:
+    shapes = normalize(np.array(landmarks), settings)
+    X = flatten(shapes[:, :, :2])
+    p = np.zeros(len(y))
+    for tr, te in folds:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.03, max_iter=5000, class_weight="balanced"))
+        p[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+    return roc_auc_score(y, p), balanced_accuracy_score(y, p > 0.5)
+
+
+rng = np.random.default_rng(args.seed)
+base = score([stored[i] for i in keep])
+draws = []
+for _ in range(args.draws):
+    landmarks = []
+    for i in keep:
+        lm = None
+        while lm is None:  # a shift that loses the face is drawn again
+            dx, dy = (int(v) for v in rng.integers(-args.max_shift, args.max_shift + 1, 2))
+            lm = measure(photos[i], dx, dy)
+        landmarks.append(lm)
+    draws.append(score(landmarks))
+draws = np.array(draws)
+print(f"{args.data} (shifts up to {args.max_shift} px): {len(y)} photos ({y.sum()} fear), {len(folds)} folds by person")
+print(f"  as stored:             AUC {base[0]:.3f}  balanced acc. {base[1]:.3f}")
+for j, name in enumerate(("AUC", "balanced acc.")):
+    v = draws[:, j]
+    print(f"  {args.draws} shifted draws, {name}: mean {v.mean():.3f} (sd {v.std(ddof=1):.3f}, {v.min():.3f}–{v.max():.3f}); "
+          f"{int((v >= base[j]).sum())} of {args.draws} at or above the stored photos'")
