@@ -33,6 +33,11 @@ for path in sorted(folder.glob("*.json")):
         kept = [f.get("identity_dims_removed", 0) for f in r.get("folds_detail", [])]
         counts = ", ".join(f"{k}: {kept.count(k)}" for k in sorted(set(kept)))
         model += f", identity directions {r['protocol']['identity_dims']} (removed {counts})"
+    if r["protocol"].get("linear_path") == "fitted":
+        alone = sum(f.get("epoch") == 0 for f in r.get("folds_detail", []))  # the linear model alone
+        model += f", fitted linear path (alone in {alone})"
+    if r.get("remeasure", 1) != 1:  # --remeasure K: each photo measured K times by FaceMesh, averaged
+        model += f", each photo measured {r['remeasure']} times"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
