@@ -5,6 +5,10 @@ edge pixels repeated, the landmarks moved back), over several draws, each scored
 
     .venv/bin/python tools/shift_spread.py ../shared/datasets/jaffe --max-shift 2 --draws 12
     .venv/bin/python tools/shift_spread.py ../shared/datasets/ckplus --max-shift 4 --draws 6
+    .venv/bin/python tools/shift_spread.py ../shared/datasets/jaffe --max-shift 8 --draws 12 --remeasure 8
+
+With ``--remeasure K`` each shifted photo is measured as ``ExtractSettings(remeasure=K)`` measures it (K times around
+its offset, averaged), so the draws show what averaging does where every photo is framed a little differently.
 
 A diagnostic of the measurement, not a result: the model is fixed, not chosen on inner folds as crossval's are.
 """
@@ -27,29 +31,26 @@ ap.add_argument("data", help="a jaffe or ckplus folder, or any source load_index
 ap.add_argument("--max-shift", type=int, default=2, help="largest offset in pixels, each axis")
 ap.add_argument("--draws", type=int, default=12)
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--remeasure", type=int, default=1, help="measure each shifted photo as ExtractSettings(remeasure=K)")
 args = ap.parse_args()
 
 index = load_index(args.data)
 index = index[index["emotion"].isin(["중립", "불안"])].reset_index(drop=True)
-mesh = ex.face_mesh(True, 2, 0.5)
 
-
-def measure(rgb: np.ndarray, dx: int, dy: int) -> np.ndarray | None:
-    """Pixel-unit landmarks of the first face in ``rgb`` shifted by (dx, dy), moved back; None without a face."""
+def measure(rgb: np.ndarray, dx: int, dy: int, remeasure: int = 1) -> np.ndarray | None:
+    """Pixel-unit landmarks of the face in ``rgb`` shifted by (dx, dy), moved back; None without one face."""
     h, w = rgb.shape[:2]
     moved = cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST,
                            borderMode=cv2.BORDER_REPLICATE)
-    faces = ex.find_faces(moved, mesh)
-    if not faces:
+    try:
+        face = ex.landmarks_from_rgb(moved, ex.ExtractSettings(remeasure=remeasure)).astype(np.float64)
+    except ex.PhotoError:
         return None
-    face = faces[0].astype(np.float64)
-    face[:, 0] -= dx / w
-    face[:, 1] -= dy / h
-    return ex.to_pixels(face, w, h)
+    return face - np.array([dx, dy, 0.0])
 
 
 photos = [ex.decode(ex.read_bytes(r.container, r.member))[0] for r in index.itertuples()]
-stored = [measure(rgb, 0, 0) for rgb in photos]
+stored = [measure(rgb, 0, 0) for rgb in photos]  # once, as the kit measures by default
 keep = [i for i, lm in enumerate(stored) if lm is not None]
 y = (index["emotion"] == "불안").to_numpy(int)[keep]
 groups = index["person"].astype(str).to_numpy()[keep]
@@ -76,11 +77,11 @@ for _ in range(args.draws):
         lm = None
         while lm is None:  # a shift that loses the face is drawn again
             dx, dy = (int(v) for v in rng.integers(-args.max_shift, args.max_shift + 1, 2))
-            lm = measure(photos[i], dx, dy)
+            lm = measure(photos[i], dx, dy, args.remeasure)
         landmarks.append(lm)
     draws.append(score(landmarks))
 draws = np.array(draws)
-print(f"{args.data} (shifts up to {args.max_shift} px): {len(y)} photos ({y.sum()} fear), {len(folds)} folds by person")
+print(f"{args.data} (shifts up to {args.max_shift} px, each shifted photo measured {args.remeasure} time(s)): {len(y)} photos ({y.sum()} fear), {len(folds)} folds by person")
 print(f"  as stored:             AUC {base[0]:.3f}  balanced acc. {base[1]:.3f}")
 for j, name in enumerate(("AUC", "balanced acc.")):
     v = draws[:, j]
