@@ -186,6 +186,11 @@ def cmd_crossval(args) -> int:
     return 0
 
 
+REMEASURE_HELP = ("FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
+                  "landmarks are averaged: less measurement noise, about K times FaceMesh's share of the time; "
+                  "default 1, once (on JAFFE and CK+ it helped one and hurt the other: TRAINING_DETAIL section 7 item 18)")
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     if not text.strip().isdigit() or int(text) < 1:
@@ -255,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face-side", type=int, default=ex.ExtractSettings().min_face_side,
                    help="where a photo has a labelled face box (AI Hub), decode coarser still while the box's "
                         "shorter side stays at least this many pixels (0: boxes never change the scale)")
-    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K",
-                   help="FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
-                        "landmarks are averaged: less measurement noise, that many times FaceMesh's share of the time "
-                        "(default 1: once; TRAINING_DETAIL section 7 item 18)")
+    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K", help=REMEASURE_HELP)
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)
@@ -293,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
     p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
-    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K",
-                   help="FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
-                        "landmarks are averaged: less measurement noise, that many times FaceMesh's share of the time "
-                        "(default 1: once; TRAINING_DETAIL section 7 item 18)")
+    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K", help=REMEASURE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "
