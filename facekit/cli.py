@@ -2,7 +2,7 @@
 
     python -m facekit index   DATA [--out index.csv]
     python -m facekit extract DATA [--per-zip 5000] [--seed 0] [--workers N] [--draft-long-side 1024]
-        [--min-face-side 256] [--remeasure 1] [--cache DIR] [--out DIR]
+        [--min-face-side 256] [--remeasure 1] [--reframe 0 --reframe-seed 0] [--cache DIR] [--out DIR]
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N] [--workers N]
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,8 @@ def cmd_extract(args) -> int:
         check_writable(args.out, folder=True)
     df = _index(args)
     chosen = _sample(args, df)
-    settings = ex.ExtractSettings(draft_long_side=args.draft_long_side or None, min_face_side=args.min_face_side or None,
-                                  remeasure=args.remeasure)
+    settings = replace(_extract_settings(args), draft_long_side=args.draft_long_side or None,
+                       min_face_side=args.min_face_side or None)
     unusable = df["container"].nunique() - chosen["container"].nunique()
     print(f"{len(chosen)} photos sampled from {chosen['container'].nunique()} containers"
           f"{f' ({unusable} more hold no usable photo)' if unusable else ''} "
@@ -121,8 +122,7 @@ def cmd_crossval(args) -> int:
         store.clear()
     df = _index(args)
     chosen = _sample(args, df)
-    table, landmarks = ex.extract(chosen, ex.ExtractSettings(remeasure=args.remeasure), workers=args.workers,
-                                  cache=args.cache)
+    table, landmarks = ex.extract(chosen, _extract_settings(args), workers=args.workers, cache=args.cache)
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
@@ -147,7 +147,7 @@ def cmd_crossval(args) -> int:
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "remeasure": args.remeasure, **result}
+              "remeasure": args.remeasure, "reframe": args.reframe, "reframe_seed": args.reframe_seed, **result}
     predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
     text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
@@ -191,6 +191,31 @@ REMEASURE_HELP = ("FaceMesh measures each photo this many times (as it is and sh
                   "default 1, once (on JAFFE and CK+ it helped one and hurt the other: TRAINING_DETAIL section 7 item 18)")
 
 
+REFRAME_HELP = ("a robustness check, not a way to extract: translate each photo by its own whole-pixel offset, "
+                "each axis drawn from -PX..PX (by --reframe-seed and the photo's pixels), before FaceMesh measures "
+                "it, and move the landmarks back; runs with several seeds show how much of a figure is FaceMesh's "
+                "measurement (TRAINING_DETAIL section 7 item 19); default 0, the photo as it is")
+
+
+def _extract_settings(args) -> ex.ExtractSettings:
+    """The landmark settings of ``--remeasure``, ``--reframe`` and ``--reframe-seed``."""
+    return ex.ExtractSettings(remeasure=args.remeasure, reframe=args.reframe, reframe_seed=args.reframe_seed)
+
+
+def _add_measure_args(p) -> None:
+    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K", help=REMEASURE_HELP)
+    p.add_argument("--reframe", type=_natural, default=0, metavar="PX", help=REFRAME_HELP)
+    p.add_argument("--reframe-seed", type=_natural, default=0, metavar="N",
+                   help="the seed of --reframe's offsets (each seed one draw of them)")
+
+
+def _natural(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     if not text.strip().isdigit() or int(text) < 1:
@@ -219,8 +244,7 @@ def _extra_training(args, protocol):
         df = load_index(path, pattern=args.extra_pattern,
                         label_map=parse_label_map(args.extra_label_map) or None)
         chosen = _sample(argparse.Namespace(per_zip=args.per_zip, seed=args.seed, data=path), df)
-        table, landmarks = ex.extract(chosen, ex.ExtractSettings(remeasure=args.remeasure), workers=args.workers,
-                                      cache=args.cache)
+        table, landmarks = ex.extract(chosen, _extract_settings(args), workers=args.workers, cache=args.cache)
         prepared.append(prepare(table, landmarks, protocol))
         sources.append({"data": str(path), "source": ", ".join(sorted(set(df["source"]))), "n_rows": int(len(table))})
     return prepared, {"sets": sources}
@@ -260,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-face-side", type=int, default=ex.ExtractSettings().min_face_side,
                    help="where a photo has a labelled face box (AI Hub), decode coarser still while the box's "
                         "shorter side stays at least this many pixels (0: boxes never change the scale)")
-    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K", help=REMEASURE_HELP)
+    _add_measure_args(p)
     p.add_argument("--cache", default=None, help="landmark cache folder (default: $FACEKIT_CACHE or data/cache)")
     p.add_argument("--out", help="also write table.csv and landmarks.npy here")
     p.set_defaults(func=cmd_extract)
@@ -295,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inner-folds", default="auto", help="model selection folds inside each training part")
     p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
-    p.add_argument("--remeasure", type=_positive_int, default=1, metavar="K", help=REMEASURE_HELP)
+    _add_measure_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "
