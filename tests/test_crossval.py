@@ -1166,3 +1166,32 @@ def test_cli_remeasure(jaffe_cli, jaffe_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([*args, "--out", str(tmp_path / "refused.json"), "--remeasure", "0"])
     assert exit_.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_cli_reframe(jaffe_cli, jaffe_root, tmp_path, capsys):
+    """``--reframe 2 --reframe-seed 1``: every JAFFE photo measured shifted (a cache of its own), the JSON says so and
+    the landmarks differ from the photos as they are; a negative value is a usage error."""
+    from facekit import cli
+    from facekit import extract as ex
+    from facekit.crossval import read_predictions
+
+    _proc, default_out, cache = jaffe_cli
+    default = json.loads(default_out.read_text())
+    assert default["reframe"] == 0 and default["reframe_seed"] == 0
+    folders = {p.name for p in (cache / "landmarks").iterdir()}
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    outs = {}
+    for reframe, seed in ((0, 0), (2, 1)):
+        outs[reframe] = tmp_path / f"reframe{reframe}.json"
+        assert cli.main([*args, "--out", str(outs[reframe]), "--reframe", str(reframe), "--reframe-seed", str(seed)]) == 0
+    result = json.loads(outs[2].read_text())
+    assert result["reframe"] == 2 and result["reframe_seed"] == 1 and result["n_images"] == 62
+    added = {p.name for p in (cache / "landmarks").iterdir()} - folders
+    assert len(added) == 1 and added.pop().endswith(ex.ExtractSettings(reframe=2, reframe_seed=1).key())
+    plain, shifted = (read_predictions(outs[r].with_name(outs[r].stem + ".predictions.csv")) for r in (0, 2))
+    assert not np.allclose(plain["p_anxious"], shifted["p_anxious"])  # other landmarks, other scores
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--out", str(tmp_path / "refused.json"), "--reframe", "-1"])
+    assert exit_.value.code == 2 and "expected a whole number >= 0" in capsys.readouterr().err

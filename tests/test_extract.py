@@ -846,6 +846,48 @@ def test_remeasure_averages_away_measurement_noise(upright):
     assert eight < 0.7 * one, (one, eight)
 
 
+# ----------------------------------------------------------------------------- re-framing (a robustness check)
+
+def test_reframe_zero_is_todays_landmarks_and_cache(upright):
+    """``reframe=0`` (the default) leaves the photo as it is, whatever the seed, and keeps the cache key."""
+    once = ex.landmarks_from_rgb(upright)
+    np.testing.assert_array_equal(once, ex.landmarks_from_rgb(upright, ExtractSettings(reframe=0, reframe_seed=7)))
+    assert ExtractSettings(reframe=0, reframe_seed=7).key() == ExtractSettings().key()
+    keys = {ExtractSettings(reframe=r, reframe_seed=s).key() for r, s in ((2, 0), (2, 1), (4, 1))}
+    assert len(keys) == 3 and ExtractSettings().key() not in keys
+    for name in ("reframe", "reframe_seed"):
+        for bad in (-1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match=name):
+                ExtractSettings(**{name: bad})
+
+
+def test_reframe_offsets_are_seeded_by_the_seed_and_the_pixels(upright):
+    offsets = [ex.reframe_offset(upright, 3, seed) for seed in range(60)]
+    assert all(max(abs(dx), abs(dy)) <= 3 for dx, dy in offsets)
+    assert len(set(offsets)) >= 20  # 49 possible offsets; the seeds draw many of them
+    assert {dx for dx, _ in offsets} == set(range(-3, 4)) and {dy for _, dy in offsets} == set(range(-3, 4))
+    assert offsets == [ex.reframe_offset(upright.copy(), 3, seed) for seed in range(60)]  # the same photo, any copy
+    mirrored = np.ascontiguousarray(upright[:, ::-1])
+    assert [ex.reframe_offset(mirrored, 3, seed) for seed in range(60)] != offsets  # another photo, other offsets
+
+
+def test_reframed_landmarks_are_moved_back(upright):
+    """The photo is measured shifted by its offset and the landmarks are moved back by it, in full-size pixels when
+    the photo was decoded smaller (``size``)."""
+    seed = next(s for s in range(200) if min(abs(v) for v in ex.reframe_offset(upright, 12, s)) >= 8)
+    dx, dy = ex.reframe_offset(upright, 12, seed)
+    settings = ExtractSettings(reframe=12, reframe_seed=seed)
+    moved = ex.landmarks_from_rgb(upright, settings)
+    by_hand = ex.landmarks_from_rgb(ex.shifted(upright, dx, dy)) - np.array([dx, dy, 0], np.float32)
+    np.testing.assert_allclose(moved, by_hand, atol=1e-3)
+    once = ex.landmarks_from_rgb(upright)
+    offset = (moved - once)[:, :2].mean(0)
+    assert np.all(np.abs(offset) < 2), (offset, dx, dy)  # on the face, not (dx, dy) beside it
+    assert not np.array_equal(moved, once)  # FaceMesh measured the shifted pixels
+    np.testing.assert_allclose(ex.landmarks_from_rgb(upright, settings, size=(2 * W, 2 * H)), 2 * moved, rtol=1e-5,
+                               atol=1e-3)
+
+
 def test_remeasure_in_extract_and_its_cache(folder_index, extracted, tmp_path, monkeypatch):
     """``extract`` with ``remeasure`` keeps every status, moves the landmarks by little, and caches apart."""
     table1, lm1, _ = extracted

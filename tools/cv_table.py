@@ -38,6 +38,8 @@ for path in sorted(folder.glob("*.json")):
         model += f", fitted linear path (alone in {alone})"
     if r.get("remeasure", 1) != 1:  # --remeasure K: each photo measured K times by FaceMesh, averaged
         model += f", each photo measured {r['remeasure']} times"
+    if r.get("reframe", 0):  # --reframe PX --reframe-seed N: each photo shifted by its own offset before FaceMesh
+        model += f", photos re-framed by at most {r['reframe']} px (draw {r['reframe_seed']})"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"

@@ -10,11 +10,15 @@ edge pixels repeated, the landmarks moved back), over several draws, each scored
 With ``--remeasure K`` each shifted photo is measured as ``ExtractSettings(remeasure=K)`` measures it (K times around
 its offset, averaged), so the draws show what averaging does where every photo is framed a little differently.
 
+With ``--common`` every photo of a draw gets the *same* offset (each of the (2·S + 1)² offsets once, ``--draws``
+ignored), so the draws say whether the stored framing itself is favoured or only the photos being framed alike:
+
+    .venv/bin/python tools/shift_spread.py ../shared/datasets/jaffe --max-shift 2 --common
+
 A diagnostic of the measurement, not a result: the model is fixed, not chosen on inner folds as crossval's are.
 """
 import argparse
 
-import cv2
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -32,6 +36,7 @@ ap.add_argument("--max-shift", type=int, default=2, help="largest offset in pixe
 ap.add_argument("--draws", type=int, default=12)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--remeasure", type=int, default=1, help="measure each shifted photo as ExtractSettings(remeasure=K)")
+ap.add_argument("--common", action="store_true", help="one offset per draw for every photo: each offset in the grid once")
 args = ap.parse_args()
 
 index = load_index(args.data)
@@ -39,11 +44,8 @@ index = index[index["emotion"].isin(["중립", "불안"])].reset_index(drop=True
 
 def measure(rgb: np.ndarray, dx: int, dy: int, remeasure: int = 1) -> np.ndarray | None:
     """Pixel-unit landmarks of the face in ``rgb`` shifted by (dx, dy), moved back; None without one face."""
-    h, w = rgb.shape[:2]
-    moved = cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_REPLICATE)
     try:
-        face = ex.landmarks_from_rgb(moved, ex.ExtractSettings(remeasure=remeasure)).astype(np.float64)
+        face = ex.landmarks_from_rgb(ex.shifted(rgb, dx, dy), ex.ExtractSettings(remeasure=remeasure)).astype(np.float64)
     except ex.PhotoError:
         return None
     return face - np.array([dx, dy, 0.0])
@@ -71,17 +73,29 @@ def score(landmarks) -> tuple[float, float]:
 rng = np.random.default_rng(args.seed)
 base = score([stored[i] for i in keep])
 draws = []
-for _ in range(args.draws):
-    landmarks = []
-    for i in keep:
-        lm = None
-        while lm is None:  # a shift that loses the face is drawn again
-            dx, dy = (int(v) for v in rng.integers(-args.max_shift, args.max_shift + 1, 2))
-            lm = measure(photos[i], dx, dy, args.remeasure)
-        landmarks.append(lm)
-    draws.append(score(landmarks))
+if args.common:
+    grid = range(-args.max_shift, args.max_shift + 1)
+    for dx, dy in [(dx, dy) for dx in grid for dy in grid]:
+        landmarks = [measure(photos[i], dx, dy, args.remeasure) for i in keep]
+        if any(lm is None for lm in landmarks):
+            print(f"  offset ({dx}, {dy}): a face was lost, left out")
+            continue
+        draws.append(score(landmarks))
+        print(f"  offset ({dx:+d}, {dy:+d}) for every photo: AUC {draws[-1][0]:.3f}  balanced acc. {draws[-1][1]:.3f}")
+    args.draws = len(draws)
+else:
+    for _ in range(args.draws):
+        landmarks = []
+        for i in keep:
+            lm = None
+            while lm is None:  # a shift that loses the face is drawn again
+                dx, dy = (int(v) for v in rng.integers(-args.max_shift, args.max_shift + 1, 2))
+                lm = measure(photos[i], dx, dy, args.remeasure)
+            landmarks.append(lm)
+        draws.append(score(landmarks))
 draws = np.array(draws)
-print(f"{args.data} (shifts up to {args.max_shift} px, each shifted photo measured {args.remeasure} time(s)): {len(y)} photos ({y.sum()} fear), {len(folds)} folds by person")
+how = "every photo of a draw shifted alike" if args.common else "each photo shifted by its own offset"
+print(f"{args.data} (shifts up to {args.max_shift} px, {how}, each shifted photo measured {args.remeasure} time(s)): {len(y)} photos ({y.sum()} fear), {len(folds)} folds by person")
 print(f"  as stored:             AUC {base[0]:.3f}  balanced acc. {base[1]:.3f}")
 for j, name in enumerate(("AUC", "balanced acc.")):
     v = draws[:, j]
