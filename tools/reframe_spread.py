@@ -16,7 +16,7 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("files", nargs="+", help="crossval JSON files")
 ap.add_argument("--target", type=float, default=None, help="count the draws whose balanced accuracy is at least this")
 ap.add_argument("--paired", nargs=2, metavar=("A", "B"), default=None,
-                help="two group labels (or parts of them): B − A per draw, over the seeds both have")
+                help="two group labels as printed (or a part that names one): B − A per draw, over the seeds both have")
 args = ap.parse_args()
 
 rows = []
@@ -49,7 +49,7 @@ for group, g in table.groupby("group", sort=True):
         print(f"  balanced accuracy >= {args.target}: {int((g['balanced_accuracy'] >= args.target).sum())} of {len(g)} draws")
 if args.paired:
     def pick(part):
-        groups = [g for g in table["group"].unique() if part in g]
+        groups = [g for g in table["group"].unique() if g == part] or [g for g in table["group"].unique() if part in g]
         if len(groups) != 1:
             raise SystemExit(f"--paired {part!r} matches {len(groups)} groups: {groups}")
         return table[table["group"] == groups[0]].set_index("seed")["balanced_accuracy"], groups[0]
