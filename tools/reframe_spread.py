@@ -4,7 +4,8 @@ sd and range, with how many draws reach a target; `--paired A B` compares two gr
 same landmarks).
 
     .venv/bin/python tools/reframe_spread.py /tmp/cv18/*.json --target 0.85
-    .venv/bin/python tools/reframe_spread.py /tmp/cv18/*.json --paired logreg resnet-mlp
+    .venv/bin/python tools/reframe_spread.py /tmp/cv18/*.json --paired "jaffe binary logreg reframe 2" \
+        "jaffe binary resnet-mlp linear-path auto reframe 2"
 """
 import argparse
 import json
