@@ -6,6 +6,7 @@
     python -m facekit crossval DATA --out FILE.json [--pattern REGEX --label-map K=V,...]
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N] [--workers N]
+        [--reframe PX --reframe-draws N]  (the figures' spread when FaceMesh measures the photos re-framed)
         (more: python -m facekit crossval --help)
     python -m facekit bench [--quick] [--out reports/bench.json]
         (every stage against FaceMesh alone and the original design; README, Benchmarks)
@@ -101,13 +102,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    from datetime import datetime, timezone
-
-    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, IDENTITY_WITH_EXTRA, MIN_PER_CLASS_FOR_THRESHOLD,
-                           Protocol, ResultStore, _identity_grid, crossval, prepare, with_photo_columns)
-    from .model import ModelConfig
-    from .normalize import NormalizeSettings
-    from .train import TrainConfig
+    from .crossval import IDENTITY_WITH_EXTRA, _identity_grid
 
     if args.extra_centre != "none" and not args.extra_train:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
@@ -116,7 +111,107 @@ def cmd_crossval(args) -> int:
     if args.train_on == "emotions" and args.task != "anxious-vs-rest":
         raise ValueError(f"--train-on emotions trains an anxious-vs-rest model on every emotion present; this run's "
                          f"task is {args.task!r}: give --task anxious-vs-rest (7class already trains on them)")
+    if args.reframe_draws and not args.reframe:
+        raise ValueError(f"--reframe-draws {args.reframe_draws} repeats the run with the photos re-framed: give "
+                         "--reframe PX too (e.g. 2 for JAFFE's 256-pixel photos, 4 for CK+'s; TRAINING_DETAIL "
+                         "section 7 item 19)")
     out = check_writable(args.out)  # now, not after hours of cross-validation
+    if args.reframe_draws:
+        return _reframe_draws(args, out)
+    return _crossval_run(args, out)[0]
+
+
+#: CLI arguments that do not change a crossval result (with one torch thread per fold, --workers does not).
+_NOT_RESULT_ARGS = ("func", "command", "out", "fresh", "workers", "cache", "reframe_draws")
+
+
+def _result_arguments(args) -> dict:
+    """The arguments that make a crossval run's result, as its JSON records them (``arguments``)."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in _NOT_RESULT_ARGS}))
+
+
+def draw_path(out: Path, seed: int) -> Path:
+    """Where ``crossval --out FILE.json --reframe-draws N`` writes the draw of ``--reframe-seed`` ``seed``."""
+    return out.with_name(f"{out.stem}.reframe-seed{seed}{out.suffix}")
+
+
+def _reframe_draws(args, out: Path) -> int:
+    """``--reframe-draws N``: the run repeated with ``--reframe-seed`` S, S + 1, …, S + N − 1, each draw's JSON and
+    per-photo table beside ``out`` (:func:`draw_path`), and in ``out`` each draw's headline figures with their mean,
+    sd and range.  A draw whose JSON is already there under the same arguments is read, not run again (``--fresh``
+    runs every draw anew), so a stopped run goes on from its finished draws."""
+    from datetime import datetime, timezone
+
+    from .crossval import spread
+
+    seeds = list(range(args.reframe_seed, args.reframe_seed + args.reframe_draws))
+    draws = []
+    for i, seed in enumerate(seeds, 1):
+        one = argparse.Namespace(**{**vars(args), "reframe_seed": seed})
+        path = draw_path(out, seed)
+        result = None
+        if path.exists() and not args.fresh:
+            try:
+                kept = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: a draw kept by an earlier run cannot be read ({exc}); remove it, or give "
+                                 "--fresh to run every draw anew") from None
+            wanted = _result_arguments(one)
+            if kept.get("arguments") != wanted:
+                differ = sorted(k for k in set(wanted) | set(kept.get("arguments") or {})
+                                if (kept.get("arguments") or {}).get(k, "(absent)") != wanted.get(k))
+                raise ValueError(f"{path} holds a run of other settings (they differ in: {', '.join(differ)}); give "
+                                 "another --out, or --fresh to replace it")
+            result = kept
+            print(f"draw {i} of {len(seeds)} (--reframe-seed {seed}): kept in {path}, not run again")
+        else:
+            print(f"draw {i} of {len(seeds)} (--reframe-seed {seed}) → {path}")
+            rc, result = _crossval_run(one, path)
+            if rc:
+                return rc
+        recall = result["recall"]
+        draws.append({"reframe_seed": seed, "file": path.name, "balanced_accuracy": result["balanced_accuracy"],
+                      "accuracy": result["accuracy"], "auc": result["auc"], "recall": recall,
+                      "false_alarm_other": result.get("false_alarm_other"), "n_images": result["n_images"],
+                      "n_people": result["n_people"], "n_failed": result["n_failed"]})
+    columns = {"balanced_accuracy": [d["balanced_accuracy"] for d in draws], "auc": [d["auc"] for d in draws],
+               **{f"recall_{c}": [d["recall"][c] for d in draws] for c in draws[0]["recall"]}}
+    if draws[0]["false_alarm_other"] is not None:
+        columns["false_alarm_other"] = [d["false_alarm_other"] for d in draws]
+    summary = {"data": str(args.data or "demo"), "task": args.task, "model": args.model, "reframe": args.reframe,
+               "reframe_seeds": seeds, "arguments": _result_arguments(argparse.Namespace(**{**vars(args),
+                                                                                            "reframe_seed": None})),
+               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "what": (f"the same cross-validation {len(seeds)} times, each photo translated by its own whole-pixel "
+                        f"offset of at most {args.reframe} px per axis before FaceMesh measures it (a new offset "
+                        "each draw): the spread is FaceMesh's measurement of the same photos, not a sampling of "
+                        "people; each draw's intervals by person are in its own file"),
+               "spread": {name: spread(values) for name, values in columns.items()}, "draws": draws}
+    out.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=float))
+
+    def line(name):
+        s = summary["spread"][name]
+        sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
+        return f"{s['mean']:.3f}{sd} ({s['min']:.3f}–{s['max']:.3f})"
+
+    print(f"{args.model}, {args.task}, re-framed by at most {args.reframe} px, {len(seeds)} draws (--reframe-seed "
+          f"{seeds[0]}–{seeds[-1]}): balanced accuracy {line('balanced_accuracy')}, AUC {line('auc')}"
+          + "".join(f", recall {name[7:]} {line(name)}" for name in columns if name.startswith("recall_"))
+          + (f", false alarms on other expressions {line('false_alarm_other')}" if "false_alarm_other" in columns else ""))
+    print(f"wrote {out} (mean, sd and range over the draws) and each draw's JSON beside it")
+    return 0
+
+
+def _crossval_run(args, out: Path) -> tuple[int, dict | None]:
+    """One cross-validation, written to ``out`` and its per-photo table → (exit code, the result written)."""
+    from datetime import datetime, timezone
+
+    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol,
+                           ResultStore, crossval, prepare, with_photo_columns)
+    from .model import ModelConfig
+    from .normalize import NormalizeSettings
+    from .train import TrainConfig
+
     store = ResultStore(fold_store_path(out))  # the finished folds, until the results are written
     if args.fresh:
         store.clear()
@@ -147,7 +242,8 @@ def cmd_crossval(args) -> int:
               "label_policy": args.policy, "n_unmapped": int(unmapped.sum()),
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "remeasure": args.remeasure, "reframe": args.reframe, "reframe_seed": args.reframe_seed, **result}
+              "remeasure": args.remeasure, "reframe": args.reframe, "reframe_seed": args.reframe_seed,
+              "arguments": _result_arguments(args), **result}
     predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
     text = json.dumps(result, ensure_ascii=False, indent=1, default=float)
@@ -163,7 +259,7 @@ def cmd_crossval(args) -> int:
         kept.write_text(text)
         print(f"error: cannot write {out} ({exc}); the per-photo table is kept in {predictions_path(kept)} "
               f"and the results are kept in {kept}", file=sys.stderr)
-        return 1
+        return 1, None
     store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
     print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
@@ -183,7 +279,7 @@ def cmd_crossval(args) -> int:
                   f"than {MIN_PER_CLASS_FOR_THRESHOLD} anxious validation photos (as few as {fewest}): it may land far from the recall asked "
                   "for on new people; more inner folds (--inner-folds) give it more photos")
     print(f"wrote {out} and {predictions_path(out).name} (every photo's out-of-fold probabilities) beside it")
-    return 0
+    return 0, result
 
 
 REMEASURE_HELP = ("FaceMesh measures each photo this many times (as it is and shifted by a few pixels) and the "
@@ -320,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="ResNet MLP training schedule in epochs (default: TrainConfig's)")
     p.add_argument("--per-zip", type=int, default=0, help="photos per ZIP at most (0: all)")
     _add_measure_args(p)
+    p.add_argument("--reframe-draws", type=_positive_int, default=None, metavar="N",
+                   help="with --reframe PX: run N draws (--reframe-seed S … S+N-1), each draw's JSON beside --out "
+                        "(OUT.reframe-seedK.json), and write to --out their mean, sd and range: how far the "
+                        "figures move when FaceMesh measures the same photos framed a pixel or two differently")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "
@@ -365,8 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        store = fold_store_path(args.out) if args.command == "crossval" else None
+        if store is not None and args.reframe_draws and args.reframe:
+            out = Path(args.out).expanduser()
+            running = next((p for p in (draw_path(out, s) for s in range(args.reframe_seed, args.reframe_seed
+                                                                          + args.reframe_draws)) if not p.exists()), out)
+            store = f"{fold_store_path(running)} (the draws finished so far are beside {out.name})"
         done = (f"the landmarks extracted so far are cached and the folds finished so far are kept in "
-                f"{fold_store_path(args.out)}; run the same command again to go on from them"
+                f"{store}; run the same command again to go on from them"
                 if args.command == "crossval" else "finished photos are cached; run the same command again to resume")
         print(f"interrupted: {done}", file=sys.stderr)
         return 130

@@ -1045,6 +1045,15 @@ def _code_fingerprint() -> str:
     return h.hexdigest()
 
 
+def spread(values) -> dict:
+    """``n``, ``mean``, ``sd`` (n − 1 in the denominator; ``None`` for one value), ``min`` and ``max`` of ``values``
+    (``None`` values left out): how far a figure moves over repeated draws."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    return {"n": int(v.size), "mean": float(v.mean()) if v.size else None,
+            "sd": float(v.std(ddof=1)) if v.size > 1 else None,
+            "min": float(v.min()) if v.size else None, "max": float(v.max()) if v.size else None}
+
+
 class ResultStore:
     """A folder of finished units of work (:func:`crossval`'s outer folds, :func:`facekit.experiment.compare`'s
     variants), one ``{prefix}NNN.npz`` each (a result's arrays as arrays, the rest as JSON text; read with

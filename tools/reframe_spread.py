@@ -1,7 +1,8 @@
 """The spread of `crossval` figures over re-framing draws (TRAINING_DETAIL section 7 item 19): runs that differ only in
 `--reframe-seed` are grouped, and each group's balanced accuracy, AUC, fear recall and false alarms are given as mean,
 sd and range, with how many draws reach a target; `--paired A B` compares two groups draw by draw (the same seed: the
-same landmarks).
+same landmarks).  (`python -m facekit crossval … --reframe PX --reframe-draws N` gives one setting's spread in one
+command; this tool compares settings run apart.)
 
     .venv/bin/python tools/reframe_spread.py /tmp/cv18/*.json --target 0.85
     .venv/bin/python tools/reframe_spread.py /tmp/cv18/*.json --paired "jaffe binary logreg reframe 2" \
@@ -12,6 +13,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from facekit.crossval import spread
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("files", nargs="+", help="crossval JSON files")
@@ -25,7 +28,7 @@ for f in args.files:
     if f.endswith(".predictions.csv"):
         continue
     r = json.loads(Path(f).read_text())
-    if "balanced_accuracy" not in r:
+    if "balanced_accuracy" not in r:  # e.g. a --reframe-draws summary: its draws are files of their own
         continue
     proto = r["protocol"]
     label = (f"{Path(r['data']).name} {r['task']} {r['model']}"
@@ -39,13 +42,19 @@ for f in args.files:
                  "auc": r["auc"], "recall_anxious": recall.get("anxious"), "false_alarm_other": r.get("false_alarm_other"),
                  "file": Path(f).name})
 table = pd.DataFrame(rows).sort_values(["group", "seed"])
+twice = table[table.duplicated(["group", "seed"], keep=False)]
+if len(twice):  # the same draw given twice (e.g. a copy in another folder) would count twice
+    first = twice.iloc[0]
+    raise SystemExit(f"[{first['group']}] has --reframe-seed {first['seed']} more than once "
+                     f"({', '.join(twice[(twice['group'] == first['group']) & (twice['seed'] == first['seed'])]['file'])}): "
+                     "give each draw once")
 for group, g in table.groupby("group", sort=True):
     print(f"{group}: {len(g)} draws (seeds {', '.join(map(str, g['seed']))})")
     for col in ("balanced_accuracy", "auc", "recall_anxious", "false_alarm_other"):
-        v = g[col].dropna().astype(float)
-        if len(v):
-            sd = f"{v.std(ddof=1):.3f}" if len(v) > 1 else "—"
-            print(f"  {col:18s} mean {v.mean():.3f}  sd {sd}  range {v.min():.3f}–{v.max():.3f}")
+        s = spread(g[col].dropna().astype(float))
+        if s["n"]:
+            sd = f"{s['sd']:.3f}" if s["sd"] is not None else "—"
+            print(f"  {col:18s} mean {s['mean']:.3f}  sd {sd}  range {s['min']:.3f}–{s['max']:.3f}")
     if args.target is not None:
         print(f"  balanced accuracy >= {args.target}: {int((g['balanced_accuracy'] >= args.target).sum())} of {len(g)} draws")
 if args.paired:
@@ -59,5 +68,6 @@ if args.paired:
     diff = (b[both] - a[both])
     print(f"paired, balanced accuracy, [{name_b}] − [{name_a}] over seeds {', '.join(map(str, both))}:")
     print("  " + ", ".join(f"{d:+.3f}" for d in diff))
-    sd = f"{diff.std(ddof=1):.3f}" if len(diff) > 1 else "—"
-    print(f"  mean {diff.mean():+.3f}  sd {sd}; B at least A in {int((diff >= 0).sum())} of {len(diff)} draws")
+    s = spread(diff)
+    sd = f"{s['sd']:.3f}" if s["sd"] is not None else "—"
+    print(f"  mean {s['mean']:+.3f}  sd {sd}; B at least A in {int((diff >= 0).sum())} of {len(diff)} draws")
