@@ -138,42 +138,25 @@ def draw_path(out: Path, seed: int) -> Path:
 def _reframe_draws(args, out: Path) -> int:
     """``--reframe-draws N``: the run repeated with ``--reframe-seed`` S, S + 1, …, S + N − 1, each draw's JSON and
     per-photo table beside ``out`` (:func:`draw_path`), and in ``out`` each draw's headline figures with their mean,
-    sd and range.  A draw whose JSON is already there under the same arguments is read, not run again (``--fresh``
-    runs every draw anew), so a stopped run goes on from its finished draws."""
+    sd and range.  Every draw's finished folds are kept (``DRAW.folds``) until ``out`` is written, so a stopped run
+    goes on from them as a single run does: a kept fold is reused only for the same data, settings and code."""
     from datetime import datetime, timezone
 
-    from .crossval import spread
+    from .crossval import ResultStore, spread
 
     seeds = list(range(args.reframe_seed, args.reframe_seed + args.reframe_draws))
+    paths = [draw_path(out, seed) for seed in seeds]
     draws = []
-    for i, seed in enumerate(seeds, 1):
-        one = argparse.Namespace(**{**vars(args), "reframe_seed": seed})
-        path = draw_path(out, seed)
-        result = None
-        if path.exists() and not args.fresh:
-            try:
-                kept = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: a draw kept by an earlier run cannot be read ({exc}); remove it, or give "
-                                 "--fresh to run every draw anew") from None
-            wanted = _result_arguments(one)
-            if kept.get("arguments") != wanted:
-                differ = sorted(k for k in set(wanted) | set(kept.get("arguments") or {})
-                                if (kept.get("arguments") or {}).get(k, "(absent)") != wanted.get(k))
-                raise ValueError(f"{path} holds a run of other settings (they differ in: {', '.join(differ)}); give "
-                                 "another --out, or --fresh to replace it")
-            result = kept
-            print(f"draw {i} of {len(seeds)} (--reframe-seed {seed}): kept in {path}, not run again")
-        else:
-            print(f"draw {i} of {len(seeds)} (--reframe-seed {seed}) → {path}")
-            rc, result = _crossval_run(one, path)
-            if rc:
-                return rc
-        recall = result["recall"]
+    for i, (seed, path) in enumerate(zip(seeds, paths), 1):
+        print(f"draw {i} of {len(seeds)} (--reframe-seed {seed}) → {path}")
+        rc, result = _crossval_run(argparse.Namespace(**{**vars(args), "reframe_seed": seed}), path, keep_folds=True)
+        if rc:
+            return rc
         draws.append({"reframe_seed": seed, "file": path.name, "balanced_accuracy": result["balanced_accuracy"],
-                      "accuracy": result["accuracy"], "auc": result["auc"], "recall": recall,
+                      "accuracy": result["accuracy"], "auc": result["auc"], "recall": result["recall"],
                       "false_alarm_other": result.get("false_alarm_other"), "n_images": result["n_images"],
-                      "n_people": result["n_people"], "n_failed": result["n_failed"]})
+                      "n_people": result["n_people"], "n_failed": result["n_failed"],
+                      "resumed_folds": result.get("resumed_folds", [])})
     columns = {"balanced_accuracy": [d["balanced_accuracy"] for d in draws], "auc": [d["auc"] for d in draws],
                **{f"recall_{c}": [d["recall"][c] for d in draws] for c in draws[0]["recall"]}}
     if draws[0]["false_alarm_other"] is not None:
@@ -198,12 +181,15 @@ def _reframe_draws(args, out: Path) -> int:
           f"{seeds[0]}–{seeds[-1]}): balanced accuracy {line('balanced_accuracy')}, AUC {line('auc')}"
           + "".join(f", recall {name[7:]} {line(name)}" for name in columns if name.startswith("recall_"))
           + (f", false alarms on other expressions {line('false_alarm_other')}" if "false_alarm_other" in columns else ""))
+    for path in paths:
+        ResultStore(fold_store_path(path)).clear()
     print(f"wrote {out} (mean, sd and range over the draws) and each draw's JSON beside it")
     return 0
 
 
-def _crossval_run(args, out: Path) -> tuple[int, dict | None]:
-    """One cross-validation, written to ``out`` and its per-photo table → (exit code, the result written)."""
+def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict | None]:
+    """One cross-validation, written to ``out`` and its per-photo table → (exit code, the result written).  Its
+    finished folds are removed once ``out`` is written, unless ``keep_folds`` (the caller removes them)."""
     from datetime import datetime, timezone
 
     from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol,
@@ -260,7 +246,8 @@ def _crossval_run(args, out: Path) -> tuple[int, dict | None]:
         print(f"error: cannot write {out} ({exc}); the per-photo table is kept in {predictions_path(kept)} "
               f"and the results are kept in {kept}", file=sys.stderr)
         return 1, None
-    store.clear()
+    if not keep_folds:
+        store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
     print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
           f"accuracy {result['accuracy']:.3f}, recall {recall}, AUC {result['auc']:.3f} "
@@ -419,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reframe-draws", type=_positive_int, default=None, metavar="N",
                    help="with --reframe PX: run N draws (--reframe-seed S … S+N-1), each draw's JSON beside --out "
                         "(OUT.reframe-seedK.json), and write to --out their mean, sd and range: how far the "
-                        "figures move when FaceMesh measures the same photos framed a pixel or two differently")
+                        "figures move when FaceMesh measures the same photos framed a pixel or two differently; "
+                        "every draw's finished folds are kept until then, so a stopped run goes on from them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "
@@ -468,9 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         store = fold_store_path(args.out) if args.command == "crossval" else None
         if store is not None and args.reframe_draws and args.reframe:
             out = Path(args.out).expanduser()
-            running = next((p for p in (draw_path(out, s) for s in range(args.reframe_seed, args.reframe_seed
-                                                                          + args.reframe_draws)) if not p.exists()), out)
-            store = f"{fold_store_path(running)} (the draws finished so far are beside {out.name})"
+            store = f"{fold_store_path(draw_path(out, args.reframe_seed))} and the other draws' DRAW.folds beside it"
         done = (f"the landmarks extracted so far are cached and the folds finished so far are kept in "
                 f"{store}; run the same command again to go on from them"
                 if args.command == "crossval" else "finished photos are cached; run the same command again to resume")

@@ -1197,45 +1197,49 @@ def test_cli_reframe(jaffe_cli, jaffe_root, tmp_path, capsys):
     assert exit_.value.code == 2 and "expected a whole number >= 0" in capsys.readouterr().err
 
 
-def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys):
+def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys, monkeypatch):
     """``--reframe 2 --reframe-seed 1 --reframe-draws 2``: each draw is the run of its own ``--reframe-seed``, written
-    beside ``--out``; ``--out`` holds their mean, sd and range; the same command again reads the finished draws
-    instead of running them; other settings under the same ``--out`` are refused, naming what differs."""
+    beside ``--out``; ``--out`` holds their mean, sd and range; a run stopped in its second draw goes on from the
+    first draw's kept folds; ``--reframe-draws`` without ``--reframe`` is refused."""
     from facekit import cli
     from facekit.crossval import read_predictions
+    from facekit.paths import fold_store_path
 
     _proc, _default_out, cache = jaffe_cli
     args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
             "2", "--layouts", "xy", "--mirror", "off", "--workers", "1", "--reframe", "2"]
     out = tmp_path / "draws.json"
+    paths = [cli.draw_path(out, seed) for seed in (1, 2)]
+    real_run = cli._crossval_run
+
+    def stopped_in_draw_2(one, path, keep_folds=False):
+        if one.reframe_seed == 2:
+            raise KeyboardInterrupt
+        return real_run(one, path, keep_folds)
+
+    monkeypatch.setattr(cli, "_crossval_run", stopped_in_draw_2)
+    assert cli.main([*args, "--out", str(out), "--reframe-seed", "1", "--reframe-draws", "2"]) == 130
+    assert str(fold_store_path(paths[0])) in capsys.readouterr().err  # where the finished folds are kept
+    assert len(list(fold_store_path(paths[0]).glob("fold*.npz"))) == 3 and not out.exists()
+    monkeypatch.setattr(cli, "_crossval_run", real_run)
     assert cli.main([*args, "--out", str(out), "--reframe-seed", "1", "--reframe-draws", "2"]) == 0
     summary = json.loads(out.read_text())
     assert summary["reframe"] == 2 and summary["reframe_seeds"] == [1, 2] and summary["arguments"]["reframe_seed"] is None
-    paths = [cli.draw_path(out, seed) for seed in (1, 2)]
     draws = [json.loads(p.read_text()) for p in paths]
     assert [d["reframe_seed"] for d in draws] == [1, 2] and [d["file"] for d in summary["draws"]] == [p.name for p in paths]
+    assert len(draws[0]["resumed_folds"]) == 3 and not draws[1].get("resumed_folds")  # draw 1 went on from its folds
+    assert not any(fold_store_path(p).exists() for p in paths)  # removed once --out is written
     values = [d["balanced_accuracy"] for d in draws]
     assert [d["balanced_accuracy"] for d in summary["draws"]] == values
     assert summary["spread"]["balanced_accuracy"] == pytest.approx(
         {"n": 2, "mean": np.mean(values), "sd": np.std(values, ddof=1), "min": min(values), "max": max(values)})
     assert set(summary["spread"]) >= {"auc", "recall_anxious", "recall_neutral"}
-    # a draw is the plain run of its seed: the same per-photo scores
+    # a draw is the plain run of its seed: the same per-photo scores and arguments
     single = tmp_path / "seed2.json"
     assert cli.main([*args, "--out", str(single), "--reframe-seed", "2"]) == 0
     scores = [read_predictions(cli.predictions_path(p))["p_anxious"].to_numpy() for p in (paths[1], single)]
     np.testing.assert_array_equal(*scores)
     assert json.loads(single.read_text())["arguments"] == draws[1]["arguments"]
-    # the same command again: the draws are read, not run
-    stamps = [p.stat().st_mtime_ns for p in paths]
     capsys.readouterr()
-    assert cli.main([*args, "--out", str(out), "--reframe-seed", "1", "--reframe-draws", "2"]) == 0
-    assert capsys.readouterr().out.count("not run again") == 2
-    assert [p.stat().st_mtime_ns for p in paths] == stamps and json.loads(out.read_text())["spread"] == summary["spread"]
-    # other settings under the same --out: refused before any work, the draws kept
-    other = [a if a != "off" else "on" for a in args]
-    assert cli.main([*other, "--out", str(out), "--reframe-seed", "1", "--reframe-draws", "2"]) == 2
-    err = capsys.readouterr().err
-    assert str(paths[0]) in err and "differ in: mirror" in err and [p.stat().st_mtime_ns for p in paths] == stamps
-    plain = args[:-2]  # without --reframe 2
-    assert cli.main([*plain, "--out", str(tmp_path / "x.json"), "--reframe-draws", "2"]) == 2
+    assert cli.main([*args[:-2], "--out", str(tmp_path / "x.json"), "--reframe-draws", "2"]) == 2  # no --reframe
     assert "give --reframe PX too" in capsys.readouterr().err
