@@ -142,7 +142,7 @@ def _reframe_draws(args, out: Path) -> int:
     goes on from them as a single run does: a kept fold is reused only for the same data, settings and code."""
     from datetime import datetime, timezone
 
-    from .crossval import ResultStore, spread
+    from .crossval import ResultStore, draws_ensemble, read_predictions, spread
 
     seeds = list(range(args.reframe_seed, args.reframe_seed + args.reframe_draws))
     paths = [draw_path(out, seed) for seed in seeds]
@@ -170,6 +170,10 @@ def _reframe_draws(args, out: Path) -> int:
                         "each draw): the spread is FaceMesh's measurement of the same photos, not a sampling of "
                         "people; each draw's intervals by person are in its own file"),
                "spread": {name: spread(values) for name, values in columns.items()}, "draws": draws}
+    if args.task != "7class":  # two classes: the draws' models as one ensemble (TRAINING_DETAIL section 7 item 21)
+        table, summary["ensemble"] = draws_ensemble([read_predictions(predictions_path(p)) for p in paths])
+        table.to_csv(predictions_path(out), index=False, encoding="utf-8-sig")
+        summary["ensemble"]["predictions_file"] = predictions_path(out).name
     out.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=float))
 
     def line(name):
@@ -183,7 +187,15 @@ def _reframe_draws(args, out: Path) -> int:
           + (f", false alarms on other expressions {line('false_alarm_other')}" if "false_alarm_other" in columns else ""))
     for path in paths:
         ResultStore(fold_store_path(path)).clear()
-    print(f"wrote {out} (mean, sd and range over the draws) and each draw's JSON beside it")
+    if "ensemble" in summary:
+        e = summary["ensemble"]
+        print(f"the {len(seeds)} draws as one ensemble (each photo's margin over its fold's threshold, averaged; "
+              f"{e['n_images']} photos scored in every draw): balanced accuracy {e['balanced_accuracy']:.3f}, AUC "
+              f"{e['auc']:.3f}, recall {', '.join(f'{k} {v:.3f}' for k, v in e['recall'].items())}"
+              + (f", false alarms on other expressions {e['false_alarm_other']:.3f}"
+                 if e["false_alarm_other"] is not None else ""))
+    print(f"wrote {out} (mean, sd and range over the draws{', and their ensemble' if 'ensemble' in summary else ''}) "
+          "and each draw's JSON beside it")
     return 0
 
 
@@ -406,8 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reframe-draws", type=_positive_int, default=None, metavar="N",
                    help="with --reframe PX: run N draws (--reframe-seed S … S+N-1), each draw's JSON beside --out "
                         "(OUT.reframe-seedK.json), and write to --out their mean, sd and range: how far the "
-                        "figures move when FaceMesh measures the same photos framed a pixel or two differently; "
-                        "every draw's finished folds are kept until then, so a stopped run goes on from them")
+                        "figures move when FaceMesh measures the same photos framed a pixel or two differently, and "
+                        "(two classes) the draws' models as one ensemble, each photo decided by its mean margin "
+                        "(OUT.predictions.csv); every draw's finished folds are kept until then, so a stopped run "
+                        "goes on from them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "

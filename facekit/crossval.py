@@ -921,6 +921,53 @@ def read_predictions(path) -> pd.DataFrame:
     return table
 
 
+def draws_ensemble(tables: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict]:
+    """Several runs of one two-class cross-validation on differently measured landmarks (``crossval --reframe-draws``'s
+    draws; their :func:`read_predictions` tables) as one ensemble → (its per-photo table, its figures).
+
+    A photo is decided by its margin averaged over the draws, each draw's p(anxious) minus the threshold of the fold
+    that held its person out: anxious where the mean is above 0.  Each draw's models never saw the photo's person,
+    so neither does the ensemble.  Only photos scored in every draw are in it (``n_left_out`` counts the others).
+    The figures are those of a single run's JSON: ``balanced_accuracy``, ``accuracy``, ``recall`` per class, ``auc``
+    (of the mean p(anxious), pooled as a run pools its folds), ``false_alarm_other`` (other expressions called
+    anxious) and ``n_images``."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+    keyed = []
+    for t in tables:
+        if not {"p_anxious", "threshold"} <= set(t.columns):
+            raise ValueError("an ensemble of the draws needs a two-class task with an anxious class (binary or "
+                             f"anxious-vs-rest); these runs have columns {', '.join(t.columns)}")
+        n = t.groupby(["container", "member"], dropna=False, sort=False).cumcount()  # a photo scored twice stays two
+        keyed.append(t.assign(occurrence=n.to_numpy()).set_index(["container", "member", "occurrence"]))
+    common = keyed[0].index
+    for t in keyed[1:]:
+        common = common[common.isin(t.index)]
+    every = set().union(*(set(t.index) for t in keyed))
+    margin = np.mean([(t.loc[common, "p_anxious"] - t.loc[common, "threshold"]).to_numpy(float) for t in keyed], axis=0)
+    p_anxious = np.mean([t.loc[common, "p_anxious"].to_numpy(float) for t in keyed], axis=0)
+    table = keyed[0].loc[common, ["person", "emotion", "label"]].reset_index()
+    labels = sorted(set(table["label"].dropna()) - {"anxious"})
+    if len(labels) != 1:
+        raise ValueError(f"an ensemble of the draws needs two classes, anxious and one other; these runs have "
+                         f"{sorted(set(table['label'].dropna()))}")
+    other = labels[0]
+    table["p_anxious_mean"], table["margin_mean"] = p_anxious, margin
+    table["predicted"] = np.where(margin > 0, "anxious", other)
+    table["correct"] = pd.Series(table["predicted"] == table["label"], dtype="boolean").where(table["label"].notna())
+    scored = table["label"].notna().to_numpy()
+    y, pred = (table["label"][scored] == "anxious").to_numpy(), (margin[scored] > 0)
+    rest = ~table["emotion"].isin(["neutral", "anxious"]).to_numpy()
+    figures = {"n_draws": len(tables), "n_images": int(scored.sum()), "n_left_out": len(every) - len(common),
+               "rule": "each photo's p(anxious) minus its fold's threshold, averaged over the draws: anxious above 0",
+               "balanced_accuracy": float(balanced_accuracy_score(y, pred)), "accuracy": float(accuracy_score(y, pred)),
+               "recall": {other: float((~pred[~y]).mean()) if (~y).any() else None,
+                          "anxious": float(pred[y].mean()) if y.any() else None},
+               "auc": float(roc_auc_score(y, p_anxious[scored])) if 0 < y.sum() < len(y) else None,
+               "false_alarm_other": float((margin[rest] > 0).mean()) if rest.any() else None}
+    return table, figures
+
+
 def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) -> tuple[int, int | None]:
     """(processes, torch threads in each) for training ``n_folds`` outer folds: ``workers`` processes
     (``None``: one per core), never more than the folds; with more than one, each process trains with

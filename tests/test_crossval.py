@@ -1234,6 +1234,24 @@ def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys, monkeypatch)
     assert summary["spread"]["balanced_accuracy"] == pytest.approx(
         {"n": 2, "mean": np.mean(values), "sd": np.std(values, ddof=1), "min": min(values), "max": max(values)})
     assert set(summary["spread"]) >= {"auc", "recall_anxious", "recall_neutral"}
+    # the draws as one ensemble: each photo by its mean margin over the draws' fold thresholds
+    tables = [read_predictions(cli.predictions_path(p)) for p in paths]
+    ensemble = read_predictions(cli.predictions_path(out))
+    margin = np.mean([(t["p_anxious"] - t["threshold"]).to_numpy() for t in tables], axis=0)  # the same photos
+    assert summary["ensemble"]["n_images"] == 62 and summary["ensemble"]["n_draws"] == 2
+    np.testing.assert_allclose(ensemble["margin_mean"], margin, rtol=1e-6)
+    anxious, neutral = (ensemble["label"] == "anxious").to_numpy(), (ensemble["label"] == "neutral").to_numpy()
+    assert summary["ensemble"]["balanced_accuracy"] == pytest.approx(
+        ((margin[anxious] > 0).mean() + (margin[neutral] <= 0).mean()) / 2)
+    other = ensemble["label"].isna().to_numpy()  # the binary task's other expressions, scored for false alarms
+    assert other.sum() == 213 - 62 and summary["ensemble"]["false_alarm_other"] == pytest.approx((margin[other] > 0).mean())
+    assert (ensemble["predicted"] == np.where(margin > 0, "anxious", "neutral")).all()
+    from facekit.crossval import draws_ensemble
+
+    one = draws_ensemble(tables[:1])[1]  # one draw: that run's own figures
+    names = ("balanced_accuracy", "accuracy", "auc", "false_alarm_other")
+    assert {k: one[k] for k in names} == pytest.approx({k: draws[0][k] for k in names})
+    assert one["recall"] == pytest.approx(draws[0]["recall"])
     # a draw is the plain run of its seed: the same per-photo scores and arguments
     single = tmp_path / "seed2.json"
     assert cli.main([*args, "--out", str(single), "--reframe-seed", "2"]) == 0
