@@ -12,6 +12,20 @@ print("| data | task | protocol | model | folds | layouts chosen | photos / peop
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for path in sorted(folder.glob("*.json")):
     r = json.loads(path.read_text())
+    if "spread" in r:  # a --reframe-draws summary: its draws are rows of their own; here their spread and ensemble
+        b, e = r["spread"]["balanced_accuracy"], r.get("ensemble")
+        sd = f" ± {b['sd']:.3f}" if b["sd"] is not None else ""
+        ens = (f"; the {b['n']} as one ensemble {e['balanced_accuracy']:.3f} (AUC {e['auc']:.3f}, recall "
+               f"{' / '.join(f'{v:.2f}' for v in e['recall'].values())})" if e else "")
+        a = r.get("arguments", {})
+        flags = "".join(f" --{k.replace('_', '-')} {a[k]}" for k, default in (
+            ("linear_path", None), ("identity_dims", "off"), ("remeasure", 1), ("train_on", "task"),
+            ("calibration", "none"), ("mirror", "auto"), ("seed", 0)) if k in a and a[k] != default)
+        print(f"| {Path(r['data']).name} | {r['task']} | — | {r['model']}{flags}, re-framed by at most {r['reframe']} px: "
+              f"{b['n']} draws (seeds {r['reframe_seeds'][0]}–{r['reframe_seeds'][-1]}) | — | — | — "
+              f"| {b['mean']:.3f}{sd} ({b['min']:.3f}–{b['max']:.3f}){ens} | — | — "
+              f"| {r['spread']['auc']['mean']:.3f} | — | — |")
+        continue
     ci = r.get("balanced_accuracy_ci95") or [float("nan")] * 2
     rec = r["recall"]
     neg, pos = list(rec.values())[0], rec.get("anxious", float("nan"))
