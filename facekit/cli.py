@@ -185,15 +185,19 @@ def _reframe_draws(args, out: Path) -> int:
           f"{seeds[0]}–{seeds[-1]}): balanced accuracy {line('balanced_accuracy')}, AUC {line('auc')}"
           + "".join(f", recall {name[7:]} {line(name)}" for name in columns if name.startswith("recall_"))
           + (f", false alarms on other expressions {line('false_alarm_other')}" if "false_alarm_other" in columns else ""))
-    for path in paths:
-        ResultStore(fold_store_path(path)).clear()
     if "ensemble" in summary:
         e = summary["ensemble"]
+
+        def num(v):  # no AUC or recall where the photos scored in every draw lack a class
+            return "—" if v is None else f"{v:.3f}"
+
         print(f"the {len(seeds)} draws as one ensemble (each photo's margin over its fold's threshold, averaged; "
               f"{e['n_images']} photos scored in every draw): balanced accuracy {e['balanced_accuracy']:.3f}, AUC "
-              f"{e['auc']:.3f}, recall {', '.join(f'{k} {v:.3f}' for k, v in e['recall'].items())}"
+              f"{num(e['auc'])}, recall {', '.join(f'{k} {num(v)}' for k, v in e['recall'].items())}"
               + (f", false alarms on other expressions {e['false_alarm_other']:.3f}"
                  if e["false_alarm_other"] is not None else ""))
+    for path in paths:  # every draw is written: their kept folds are done with
+        ResultStore(fold_store_path(path)).clear()
     print(f"wrote {out} (mean, sd and range over the draws{', and their ensemble' if 'ensemble' in summary else ''}) "
           "and each draw's JSON beside it")
     return 0
