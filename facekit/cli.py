@@ -7,6 +7,7 @@
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N] [--workers N]
         [--reframe PX --reframe-draws N]  (the figures' spread when FaceMesh measures the photos re-framed)
+        [--train-reframes K [--train-reframe-px PX]]  (train on K more measurements of each training photo)
         (more: python -m facekit crossval --help)
     python -m facekit bench [--quick] [--out reports/bench.json]
         (every stage against FaceMesh alone and the original design; README, Benchmarks)
@@ -115,6 +116,14 @@ def cmd_crossval(args) -> int:
         raise ValueError(f"--reframe-draws {args.reframe_draws} repeats the run with the photos re-framed: give "
                          "--reframe PX too (e.g. 2 for JAFFE's 256-pixel photos, 4 for CK+'s; TRAINING_DETAIL "
                          "section 7 item 19)")
+    if args.train_reframe_px is not None and not args.train_reframes:
+        raise ValueError("--train-reframe-px sets how far --train-reframes re-frames the training photos: give "
+                         "--train-reframes K too")
+    if args.train_reframes:
+        _train_reframe_px(args)  # now: it needs a PX
+        if args.model == "majority":
+            raise ValueError("--train-reframes adds training rows; the majority baseline learns from none: use it "
+                             "with --model resnet-mlp or logreg")
     out = check_writable(args.out)  # now, not after hours of cross-validation
     if args.reframe_draws:
         return _reframe_draws(args, out)
@@ -223,6 +232,7 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
     protocol = Protocol(task=args.task, policy=args.policy, calibration=args.calibration, features=args.features,
                         normalization=NormalizeSettings(args.normalization, align=args.normalization == "kit" and not args.no_align))
     data = prepare(table, landmarks, protocol)
+    more = _train_measurements(args, chosen, protocol)
     extra, extra_info = _extra_training(args, protocol) if args.extra_train else (None, None)
     train_config = TrainConfig(epochs=args.epochs) if args.epochs else TrainConfig()
     # --linear-path none / choose are model configs (ModelConfig.linear_skip), with the path trained where there is
@@ -236,7 +246,8 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
                       model_config=model_config, train_config=train_config, layouts=args.layouts,
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
                       min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
-                      extra_centre=args.extra_centre, train_on=args.train_on, identity_dims=args.identity_dims)
+                      extra_centre=args.extra_centre, train_on=args.train_on, identity_dims=args.identity_dims,
+                      train_measurements=more)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -245,6 +256,8 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
               "unmapped_labels": sorted(set(df.loc[unmapped, "raw_label"].dropna())) if "raw_label" in df else [],
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "remeasure": args.remeasure, "reframe": args.reframe, "reframe_seed": args.reframe_seed,
+              **({"train_reframes": {"k": args.train_reframes, "px": _train_reframe_px(args),
+                                     "reframe_seeds": _train_reframe_seeds(args)}} if args.train_reframes else {}),
               "arguments": _result_arguments(args), **result}
     predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
@@ -294,6 +307,44 @@ REFRAME_HELP = ("a robustness check, not a way to extract: translate each photo 
                 "each axis drawn from -PX..PX (by --reframe-seed and the photo's pixels), before FaceMesh measures "
                 "it, and move the landmarks back; runs with several seeds show how much of a figure is FaceMesh's "
                 "measurement (TRAINING_DETAIL section 7 item 19); default 0, the photo as it is")
+
+
+TRAIN_REFRAMES_HELP = ("train on K more measurements of every training photo: FaceMesh measures it re-framed by at "
+                       "most --train-reframe-px px (default: --reframe's), with --reframe-seed S+1 … S+K (S: this "
+                       "run's --reframe-seed, 0 for the photos as stored); held-out photos are still scored on one "
+                       "measurement, the run's own; costs K more FaceMesh runs a photo (cached) and K+1 times the "
+                       "training rows (TRAINING_DETAIL section 7 item 23); default 0")
+
+
+def _train_reframe_px(args) -> int:
+    """``--train-reframes``' largest shift in pixels: ``--train-reframe-px``, else ``--reframe``'s."""
+    px = args.train_reframe_px if args.train_reframe_px is not None else args.reframe
+    if not px:
+        raise ValueError(f"--train-reframes {args.train_reframes} measures each training photo re-framed by at most "
+                         "PX px: give --train-reframe-px PX (e.g. 2 for JAFFE's 256-pixel photos, 4 for CK+'s), or "
+                         "--reframe PX to use the run's own")
+    return px
+
+
+def _train_reframe_seeds(args) -> list[int]:
+    return list(range(args.reframe_seed + 1, args.reframe_seed + args.train_reframes + 1))
+
+
+def _train_measurements(args, chosen, protocol) -> list | None:
+    """``--train-reframes K``: the photos of ``chosen`` measured K more times, re-framed, each prepared under
+    ``protocol`` (:func:`facekit.crossval.crossval`'s ``train_measurements``); ``None`` without it."""
+    from .crossval import prepare
+
+    if not args.train_reframes:
+        return None
+    px = _train_reframe_px(args)
+    more = []
+    for seed in _train_reframe_seeds(args):
+        print(f"training measurements: the photos re-framed by at most {px} px, --reframe-seed {seed}")
+        settings = ex.ExtractSettings(remeasure=args.remeasure, reframe=px, reframe_seed=seed)
+        table, landmarks = ex.extract(chosen, settings, workers=args.workers, cache=args.cache)
+        more.append(prepare(table, landmarks, protocol))
+    return more
 
 
 def _extract_settings(args) -> ex.ExtractSettings:
@@ -426,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(two classes) the draws' models as one ensemble, each photo decided by its mean margin "
                         "(OUT.predictions.csv); every draw's finished folds are kept until then, so a stopped run "
                         "goes on from them")
+    p.add_argument("--train-reframes", type=_natural, default=0, metavar="K", help=TRAIN_REFRAMES_HELP)
+    p.add_argument("--train-reframe-px", type=_positive_int, default=None, metavar="PX",
+                   help="how far --train-reframes re-frames the training photos, at most PX px per axis (default: "
+                        "--reframe's PX)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "

@@ -185,6 +185,34 @@ def _extra_rows(data: Prepared, extras: list[Prepared], centre: str):
     return (X, y, sets, np.concatenate([e.emotion == NEUTRAL for e in extras]))
 
 
+def _measurement_rows(data: Prepared, measurements: list[Prepared]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``crossval(train_measurements=…)``: the other measurements of ``data``'s own photos as rows to add to a
+    training side, ``(X, source)``, where ``source`` is each row's position among ``data``'s rows (its photo, hence
+    its person and class).  A photo that has no landmarks in ``data`` is left out of every measurement; one that
+    lost its face in a measurement is simply not in that one."""
+    if not measurements:
+        return None
+    if data.rows is None:
+        raise ValueError("train_measurements needs data prepared by prepare() (each row's position in the extract "
+                         "table), to match each photo with its other measurements")
+    where = {int(r): i for i, r in enumerate(data.rows)}
+    X, source = [], []
+    for m in measurements:
+        if m.protocol != data.protocol or m.classes != data.classes or m.X.shape[1] != data.X.shape[1]:
+            raise ValueError(f"a further measurement was prepared under {m.protocol} with classes {m.classes}, the "
+                             f"data under {data.protocol} with {data.classes}: prepare both with the same Protocol")
+        if m.rows is None:
+            raise ValueError("a further measurement has no row positions: prepare it with prepare()")
+        mine = np.array([int(r) in where for r in m.rows], bool)
+        src = np.array([where[int(r)] for r in m.rows[mine]], dtype=np.int64)
+        if (data.y[src] != m.y[mine]).any() or (data.groups[src] != m.groups[mine]).any():
+            raise ValueError("a further measurement gives some photos another class or person than the data do: "
+                             "measure the same index (the same photos, in the same order) for both")
+        X.append(m.X[mine])
+        source.append(src)
+    return np.concatenate(X).astype(data.X.dtype, copy=False), np.concatenate(source)
+
+
 def _training_classes(data: Prepared, train_on: str, model: str, extra) -> tuple[np.ndarray | None, tuple, int | None]:
     """``(y to train on, its class names, the anxious class's index)`` for ``crossval(train_on=…)``: ``(None,
     data.classes, None)`` for the task's own classes; for ``"emotions"``, every emotion among the task's photos
@@ -682,7 +710,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
              workers: int | None = 1, threads: int | None = None, fold_store=None,
              extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none",
-             train_on: str = "task", identity_dims=0) -> dict:
+             train_on: str = "task", identity_dims=0, train_measurements: "list[Prepared] | None" = None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -710,7 +738,11 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     and is scored, selected and thresholded as anxious against the rest, on P(anxious) (:data:`TRAIN_ON`).
     ``identity_dims``: every face first loses that many directions along which the training side's people differ
     (``"auto"``: the inner folds choose among :data:`IDENTITY_DIMS`; :class:`SelectedLogReg`), learned from each
-    training side's own people and their emotions, never from a held-out person (TRAINING_DETAIL section 7 item 16)."""
+    training side's own people and their emotions, never from a held-out person (TRAINING_DETAIL section 7 item 16).
+    ``train_measurements``: the same photos measured again (e.g. re-framed, :class:`facekit.extract.ExtractSettings`),
+    each prepared by :func:`prepare` from the same index: every training side of every outer and inner fold also
+    trains on these measurements of its own people's photos (inner folds validate on them too, by person as
+    always); held-out photos are scored on ``data``'s measurement alone (TRAINING_DETAIL section 7 item 23)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -739,6 +771,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     if extras:
         extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
         added = _extra_rows(data, extras, extra_centre)
+    more = _measurement_rows(data, list(train_measurements or []))
     splits = person_folds(g, folds, seed=seed)
     for tr, te in splits:
         assert not set(g[tr]) & set(g[te]), "a person on both sides of a fold"
@@ -764,7 +797,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
     with tqdm(total=len(splits), desc=f"{model} folds", unit="fold", disable=not progress) as bar:
-        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, added, y_fit):
+        for out in _run_folds(data, splits, model, params, n_workers, threads, store, progress, added, y_fit, more):
             if out.get("resumed"):
                 resumed.append(out["fold"])
             k, te = out["fold"], splits[out["fold"]][1]
@@ -785,6 +818,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                     other_thr_balanced[rows] = out["selected"]["threshold_balanced"]
             fold_rows[k] = {"fold": k, "test_people": out["test_people"], "n_train": int(len(splits[k][0])),
                             "n_test": int(len(te)), **out["selected"]}
+            if more is not None:  # the training side's rows: its photos' measurements, all of them
+                fold_rows[k]["n_train_rows"] = int(len(splits[k][0]) + np.isin(more[1], splits[k][0]).sum())
             bar.update()
     report = ev.classification_report(y, prob, data.classes, None)
     # with per-fold thresholds the hard predictions are the folds' own
@@ -810,7 +845,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "identity_dims": (None if model == "majority" else
                                        "auto" if len(identity_grid) > 1 else identity_grid[0]),
                      "identity_dims_grid": list(identity_grid) if len(identity_grid) > 1 else None,
-                     "training_classes": list(fit_classes)},
+                     "training_classes": list(fit_classes),
+                     "train_measurements": (1 + len(train_measurements or []) if model != "majority" else None)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],
@@ -855,6 +891,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     result["n_folds"] = len(splits)
     if extra_info is not None:
         result["extra_train"] = extra_info
+    if more is not None:
+        result["n_train_measurement_rows"] = int(len(more[1]))  # the further measurements' rows, over all photos
     result["resumed_folds"] = sorted(resumed)  # kept from an earlier, interrupted run (fold_store)
     result["runtime_s"] = round(time.time() - t0, 1)  # this run's: without the resumed folds' training
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
@@ -1004,23 +1042,34 @@ def _fit_fold(k: int, X_tr, y_tr, g_tr, X_te, X_other, n_classes: int, model: st
 
 def _run_folds(data: Prepared, splits, model: str, params: dict, n_workers: int, threads: int | None,
                store: "ResultStore | None" = None, progress: bool = False, extra: tuple | None = None,
-               y_fit: np.ndarray | None = None):
+               y_fit: np.ndarray | None = None, more: tuple | None = None):
     """Yield each outer fold's :func:`_fit_fold` result with ``test_people`` and ``other_rows`` (the rows of
     ``data.X_other`` it scored), through :func:`run_kept` (with a ``store``: the folds it keeps first).
     ``extra``: :func:`_extra_rows`; with centring, each fold's job also says which of its training rows are neutral.
-    ``y_fit``: the classes the models train on, where they are not ``data.y``'s (``crossval(train_on=…)``)."""
+    ``y_fit``: the classes the models train on, where they are not ``data.y``'s (``crossval(train_on=…)``).
+    ``more``: :func:`_measurement_rows`, the training photos' further measurements, added to each training side."""
     X, g = data.X, data.groups
     y = data.y if y_fit is None else y_fit
     n_classes = len(data.classes) if y_fit is None else int(y_fit.max()) + 1
     people = [sorted(set(g[te])) for _, te in splits]
     rows = [np.isin(data.groups_other, p) if len(data.X_other) else None for p in people]
+
+    def side(tr):  # a training side: its photos as measured, then (``more``) their further measurements
+        if more is None:
+            return X[tr], tr
+        mine = np.isin(more[1], tr)
+        return np.concatenate([X[tr], more[0][mine]]), np.concatenate([tr, more[1][mine]])
+
     def added(tr):
         return extra if extra is None or len(extra) == 2 else (*extra, data.emotion[tr] == NEUTRAL)
 
     # the training rows' emotions, where the identity directions need them (only then: the kept folds' keys stay)
     strata = (lambda tr: (data.emotion[tr],)) if params.get("identity_dims") is not None else (lambda tr: ())
-    jobs = [(k, X[tr], y[tr], g[tr], X[te], data.X_other[rows[k]] if rows[k] is not None else data.X_other[:0],
-             n_classes, model, params, added(tr), *strata(tr)) for k, (tr, te) in enumerate(splits)]
+    jobs = []
+    for k, (tr, te) in enumerate(splits):
+        X_tr, src = side(tr)
+        jobs.append((k, X_tr, y[src], g[src], X[te], data.X_other[rows[k]] if rows[k] is not None
+                     else data.X_other[:0], n_classes, model, params, added(src), *strata(src)))
     for out in run_kept(_fit_fold, jobs, n_workers, threads, store, progress):
         yield {**out, "test_people": people[out["fold"]], "other_rows": rows[out["fold"]]}
 

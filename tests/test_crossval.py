@@ -579,6 +579,58 @@ def test_extra_training_data_that_cannot_be_used_are_refused(binary, others, dat
     assert result["extra_train"]["shared_person_names"] == [binary.groups[0]]
 
 
+def test_train_measurements_join_only_their_own_peoples_training_sides(dataset, binary, monkeypatch):
+    """``train_measurements``: each training side also holds the further measurements of its own photos, and of no
+    held-out person's; held-out photos are scored on the data's measurement alone; a photo that lost its face in a
+    further measurement is left out of it; the result counts the rows.  (The re-framed measurements of real photos
+    are ``--train-reframes``': test_cli_train_reframes.)"""
+    import facekit.crossval as cv
+
+    table, landmarks = dataset
+    table2, landmarks2 = table.copy(), landmarks + np.float32(0.01)  # another measurement of the same photos
+    lost = int(binary.rows[0])
+    table2.loc[lost, "status"], landmarks2[lost] = "no_face", np.nan  # a face found as stored, not in this one
+    second = prepare(table2, landmarks2, Protocol(task="binary"))
+    third = prepare(table, landmarks - np.float32(0.01), Protocol(task="binary"))
+    mine = {row.tobytes(): ("data", i) for i, row in enumerate(binary.X)}
+    for name, m in (("second", second), ("third", third)):
+        mine.update({row.tobytes(): (name, int(np.flatnonzero(binary.rows == r)[0])) for row, r in zip(m.X, m.rows)})
+    assert len(mine) == 3 * len(binary.y) - 1  # every row tells which measurement and photo it is
+    seen = []
+    real = cv.run_kept
+
+    def spy(fn, jobs, *a, **k):
+        seen.extend(jobs)
+        return real(fn, jobs, *a, **k)
+
+    monkeypatch.setattr(cv, "run_kept", spy)
+    result = crossval(binary, folds=4, model="logreg", progress=False, n_boot=10, inner_folds=2, layouts="xy",
+                      mirror="off", train_measurements=[second, third])
+    splits = cv.person_folds(binary.groups, 4, seed=0)
+    assert len(seen) == 4
+    for (k, X_tr, y_tr, g_tr, X_te, *_), (tr, te) in zip(seen, splits):
+        rows = [mine[row.tobytes()] for row in X_tr]
+        photos = sorted(i for _, i in rows)
+        expected = sorted([*tr, *tr, *tr])
+        if 0 in tr:
+            expected.remove(0)  # the photo without a face in the second measurement
+        assert photos == expected and set(g_tr) == set(binary.groups[tr])
+        assert (y_tr == binary.y[[i for _, i in rows]]).all() and (g_tr == binary.groups[[i for _, i in rows]]).all()
+        assert {name for name, _ in rows} == {"data", "second", "third"}
+        np.testing.assert_array_equal(X_te, binary.X[te])  # scored on the data's own measurement
+        assert result["folds_detail"][k]["n_train_rows"] == len(expected) and result["folds_detail"][k]["n_train"] == len(tr)
+    assert result["protocol"]["train_measurements"] == 3 and result["n_train_measurement_rows"] == 2 * len(binary.y) - 1
+    assert result["n_images"] == len(binary.y)
+    plain = crossval(binary, folds=4, model="logreg", progress=False, n_boot=10, inner_folds=2, layouts="xy",
+                     mirror="off")
+    assert plain["protocol"]["train_measurements"] == 1 and "n_train_measurement_rows" not in plain
+    with pytest.raises(ValueError, match="same Protocol"):
+        crossval(binary, folds=4, model="logreg", progress=False, train_measurements=[prepare(*dataset, Protocol(task="anxious-vs-rest"))])
+    moved = prepare(table.assign(person="x" + table["person"].astype(str)), landmarks, Protocol(task="binary"))
+    with pytest.raises(ValueError, match="another class or person"):
+        crossval(binary, folds=4, model="logreg", progress=False, train_measurements=[moved])
+
+
 def test_fold_workers():
     from facekit.crossval import fold_workers
 
@@ -1195,6 +1247,35 @@ def test_cli_reframe(jaffe_cli, jaffe_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([*args, "--out", str(tmp_path / "refused.json"), "--reframe", "-1"])
     assert exit_.value.code == 2 and "expected a whole number >= 0" in capsys.readouterr().err
+
+
+def test_cli_train_reframes(jaffe_cli, jaffe_root, tmp_path, capsys):
+    """``--reframe 2 --reframe-seed 1 --train-reframes 1``: the training sides also hold every JAFFE photo as
+    measured with ``--reframe-seed 2``, the held-out photos are scored as measured with seed 1, and the JSON says so;
+    without a shift to draw, or ``--train-reframe-px`` alone, the command is refused before any work."""
+    from facekit import cli
+    from facekit import extract as ex
+
+    _proc, _default_out, cache = jaffe_cli
+    args = ["crossval", str(jaffe_root), "--cache", str(cache), "--model", "logreg", "--folds", "3", "--inner-folds",
+            "2", "--layouts", "xy", "--mirror", "off", "--workers", "1"]
+    out = tmp_path / "augmented.json"
+    assert cli.main([*args, "--out", str(out), "--reframe", "2", "--reframe-seed", "1", "--train-reframes", "1"]) == 0
+    result = json.loads(out.read_text())
+    assert result["train_reframes"] == {"k": 1, "px": 2, "reframe_seeds": [2]}
+    assert result["reframe_seed"] == 1 and result["arguments"]["train_reframes"] == 1
+    assert result["protocol"]["train_measurements"] == 2 and result["n_images"] == 62
+    key = ex.ExtractSettings(reframe=2, reframe_seed=2).key()  # the training measurement has its own cache
+    assert any(p.name.endswith(key) for p in (cache / "landmarks").iterdir())
+    assert result["n_train_measurement_rows"] == 62  # JAFFE loses no face when re-framed
+    for fold in result["folds_detail"]:
+        assert fold["n_train_rows"] == 2 * fold["n_train"]
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "a.json"), "--train-reframes", "2"]) == 2
+    assert "give --train-reframe-px PX" in capsys.readouterr().err
+    assert cli.main([*args, "--out", str(tmp_path / "b.json"), "--train-reframe-px", "2"]) == 2
+    assert "give --train-reframes K too" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
 
 
 def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys, monkeypatch):
