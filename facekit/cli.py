@@ -7,7 +7,8 @@
         [--task binary|anxious-vs-rest|7class] [--folds loso|K] [--model resnet-mlp|logreg|majority]
         [--calibration none|personal-neutral] [--seed N] [--workers N]
         [--reframe PX --reframe-draws N]  (the figures' spread when FaceMesh measures the photos re-framed)
-        [--train-reframes K [--train-reframe-px PX]]  (train on K more measurements of each training photo)
+        [--train-reframes K [--train-reframe-px PX] [--train-reframes-weight row|photo]]
+            (train on K more measurements of each training photo)
         (more: python -m facekit crossval --help)
     python -m facekit bench [--quick] [--out reports/bench.json]
         (every stage against FaceMesh alone and the original design; README, Benchmarks)
@@ -116,6 +117,9 @@ def cmd_crossval(args) -> int:
         raise ValueError(f"--reframe-draws {args.reframe_draws} repeats the run with the photos re-framed: give "
                          "--reframe PX too (e.g. 2 for JAFFE's 256-pixel photos, 4 for CK+'s; TRAINING_DETAIL "
                          "section 7 item 19)")
+    if args.train_reframes_weight != "row" and not args.train_reframes:
+        raise ValueError(f"--train-reframes-weight {args.train_reframes_weight} weighs --train-reframes' measurements: "
+                         "give --train-reframes K too")
     if args.train_reframe_px is not None and not args.train_reframes:
         raise ValueError("--train-reframe-px sets how far --train-reframes re-frames the training photos: give "
                          "--train-reframes K too")
@@ -247,7 +251,7 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
                       min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
                       extra_centre=args.extra_centre, train_on=args.train_on, identity_dims=args.identity_dims,
-                      train_measurements=more)
+                      train_measurements=more, measurement_weight=args.train_reframes_weight)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -257,7 +261,8 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "remeasure": args.remeasure, "reframe": args.reframe, "reframe_seed": args.reframe_seed,
               **({"train_reframes": {"k": args.train_reframes, "px": _train_reframe_px(args),
-                                     "reframe_seeds": _train_reframe_seeds(args)}} if args.train_reframes else {}),
+                                     "reframe_seeds": _train_reframe_seeds(args),
+                                     "weight": args.train_reframes_weight}} if args.train_reframes else {}),
               "arguments": _result_arguments(args), **result}
     predictions = with_photo_columns(pd.DataFrame(result.pop("predictions")), table)
     result["predictions_file"] = predictions_path(out).name  # beside the JSON
@@ -481,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-reframe-px", type=_positive_int, default=None, metavar="PX",
                    help="how far --train-reframes re-frames the training photos, at most PX px per axis (default: "
                         "--reframe's PX)")
+    p.add_argument("--train-reframes-weight", default="row", choices=("row", "photo"),
+                   help="what --train-reframes' measurements weigh in logistic regression's loss (the model's, or the "
+                        "MLP's fitted linear path): row (default), each as much as a photo; photo, a photo's K+1 "
+                        "measurements together as much as one photo, so that C keeps its meaning per photo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "

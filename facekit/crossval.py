@@ -44,6 +44,12 @@ EXTRA_CENTRES = ("none", "neutral")
 # --identity-dims auto: how many of the training people's identity directions the inner folds may remove
 # (TRAINING_DETAIL section 7 item 16); 0 (the default) removes none
 IDENTITY_DIMS = (0, 4, 16)
+# crossval(train_measurements=…, measurement_weight=…): what the further measurements of a photo weigh in logistic
+# regression's loss (its own and the ResNet MLP's fitted linear path): "row", each as much as a photo; "photo", all
+# of a photo's measurements together as much as one photo (each 1 / (K + 1)), so that C keeps its meaning per photo.
+# The MLP's own loss is a mean over its rows either way.  Either way the threshold rule counts photos, not rows
+# (TRAINING_DETAIL section 7 item 23).
+MEASUREMENT_WEIGHTS = ("row", "photo")
 IDENTITY_WITH_EXTRA = ("--identity-dims learns the identity directions from the data's own training people; it is not "
                        "combined with --extra-train, whose people it would not describe: leave one of them out")
 NEUTRAL = "중립"
@@ -356,25 +362,29 @@ def _columns(layout: str, n_features: int):
     return slice(None)
 
 
-def _threshold(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None = None) -> float:
+def _threshold(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None = None, measurements: int = 1) -> float:
     """Threshold chosen on out-of-fold validation probabilities, or 0.5 (the class-balanced
     training's natural cut) when either class has fewer than 20 validation photos: on so few
     the chosen cut is mostly noise (measured on JAFFE: it cost ~0.1 balanced accuracy).
-    ``min_recall``: instead, the highest cut whose out-of-fold anxious recall is at least that
-    (:func:`facekit.evaluate.threshold_for_recall`), whatever the counts: an operating point asked for."""
+    ``measurements``: rows per photo (``crossval(train_measurements=…)``: K + 1), so that photos, not
+    measurements, are counted.  ``min_recall``: instead, the highest cut whose out-of-fold anxious recall is
+    at least that (:func:`facekit.evaluate.threshold_for_recall`), whatever the counts: an operating point asked for."""
     if min_recall is not None:
         return ev.threshold_for_recall(y, p_pos, min_recall)
-    if np.bincount(y, minlength=2).min() < MIN_PER_CLASS_FOR_THRESHOLD:
+    if np.bincount(y, minlength=2).min() / measurements < MIN_PER_CLASS_FOR_THRESHOLD:
         return 0.5
     return ev.choose_threshold(y, p_pos)
 
 
-def _thresholds(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None) -> tuple[float, dict]:
+def _thresholds(y: np.ndarray, p_pos: np.ndarray, min_recall: float | None,
+                measurements: int = 1) -> tuple[float, dict]:
     """The threshold to use and what ``selected_`` records of it: with ``min_recall`` also the
-    balanced-accuracy threshold the same probabilities give, so one run reports both operating points."""
-    threshold = _threshold(y, p_pos, min_recall)
-    extra = {} if min_recall is None else {"threshold_balanced": _threshold(y, p_pos), "min_recall": min_recall,
-                                           "threshold_n_anxious": int((np.asarray(y) == 1).sum())}
+    balanced-accuracy threshold the same probabilities give, so one run reports both operating points.
+    ``measurements``: rows per photo (:func:`_threshold`)."""
+    threshold = _threshold(y, p_pos, min_recall, measurements)
+    extra = {} if min_recall is None else {"threshold_balanced": _threshold(y, p_pos, None, measurements),
+                                           "min_recall": min_recall,
+                                           "threshold_n_anxious": int(round((np.asarray(y) == 1).sum() / measurements))}
     return threshold, extra
 
 
@@ -428,7 +438,8 @@ class SelectedResNetMLP:
     def __init__(self, n_classes: int, model_config: ModelConfig | tuple = DEFAULT_MODEL_CONFIG,
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-                 min_recall: float | None = None, positive: int | None = None, identity_dims=0):
+                 min_recall: float | None = None, positive: int | None = None, identity_dims=0,
+                 measurements: int = 1, measurement_weight: str = "row"):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -439,6 +450,7 @@ class SelectedResNetMLP:
         self.min_recall = min_recall
         self.positive = positive
         self.identity_dims = identity_dims
+        self.measurements, self.measurement_weight = measurements, measurement_weight  # as SelectedLogReg's
 
     def fit(self, X, y, groups, extra=None, strata=None):
         """``extra``: the rows of :func:`_extra_rows` (``(X, y)`` of photos from other people, ``crossval(extra=…)``,
@@ -463,12 +475,15 @@ class SelectedResNetMLP:
         if with_fitted or len(dims_grid) > 1:  # the fitted path, or the identity directions, need it
             linear = SelectedLogReg(self.n_classes, self.inner_folds, self.random_state, self.layouts,
                                     self.mirror, positive=self.positive,
-                                    identity_dims=self.identity_dims).fit(X, y, groups, extra, strata)
+                                    identity_dims=self.identity_dims,
+                                    measurements=self.measurements,
+                                    measurement_weight=self.measurement_weight).fit(X, y, groups, extra, strata)
         dims = linear.identity_dims_ if linear is not None else dims_grid[0]
         if self.linear_path in ("trained", "auto") or not any(c.has_linear_path for c in configs):
             families.append(("trained", layouts, mirrors, tc))
         if with_fitted:
-            families.append(("fitted", (linear.layout_,), (linear.mirror_,), replace(tc, linear_C=linear.C_)))
+            families.append(("fitted", (linear.layout_,), (linear.mirror_,),
+                             replace(tc, linear_C=linear.C_ / linear._c_scale)))
         for family, fam_layouts, fam_mirrors, fam_tc in families:
             for c, config in enumerate(configs):
                 if family == "fitted" and not config.has_linear_path and len(families) > 1:
@@ -504,7 +519,7 @@ class SelectedResNetMLP:
         self.linear_C_ = tc.linear_C if mc.has_linear_path else None
         self.columns_ = _columns(self.layout_, X.shape[1])
         y2, p2 = _one_vs_rest(oof_y, oof_p, self.positive)
-        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
+        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall, self.measurements)
                                             if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
         Xc = X[:, self.columns_]
@@ -590,10 +605,19 @@ class SelectedLogReg:
     directions_ = None  # the identity directions a fitted model removes (none, also for a model assembled by hand)
 
     def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
-                 min_recall: float | None = None, positive: int | None = None, identity_dims=0):
+                 min_recall: float | None = None, positive: int | None = None, identity_dims=0,
+                 measurements: int = 1, measurement_weight: str = "row"):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
         self.layouts, self.mirror, self.min_recall, self.positive = layouts, mirror, min_recall, positive
         self.identity_dims = identity_dims
+        # measurements: rows per photo (crossval's train_measurements: K + 1), for the threshold rule's photo count;
+        # with measurement_weight "photo" each row also weighs 1 / measurements in the loss (C / measurements), so a
+        # photo measured that many times counts as one photo (MEASUREMENT_WEIGHTS); C_ and GRID stay per photo
+        self.measurements, self.measurement_weight = measurements, measurement_weight
+
+    @property
+    def _c_scale(self) -> float:
+        return self.measurements if self.measurement_weight == "photo" else 1
 
     def _fit(self, C, X, y, mirror: bool):
         if mirror:  # the training faces and their mirror images, as the MLP's training sees them
@@ -605,7 +629,8 @@ class SelectedLogReg:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight="balanced"))
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C / self._c_scale, max_iter=3000,
+                                                                  class_weight="balanced"))
 
     def _proba(self, clf, X):
         out = np.zeros((len(X), self.n_classes))
@@ -647,7 +672,7 @@ class SelectedLogReg:
         score, self.layout_, self.mirror_, self.identity_dims_, self.C_, oy, op = candidates[best]
         self.columns_ = _columns(self.layout_, X.shape[1])
         y2, p2 = _one_vs_rest(oy, op, self.positive)
-        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall)
+        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall, self.measurements)
                                             if p2.shape[1] == 2 else (None, {}))
         Xe = None if extra is None else extra[0][:, self.columns_]
         Xc = X[:, self.columns_]
@@ -691,12 +716,14 @@ class Majority:
 def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
                layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
-               min_recall: float | None = None, positive: int | None = None, identity_dims=0):
+               min_recall: float | None = None, positive: int | None = None, identity_dims=0,
+               measurements: int = 1, measurement_weight: str = "row"):
     if kind == "resnet-mlp":
         return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
-                                 linear_path, min_recall, positive, identity_dims)
+                                 linear_path, min_recall, positive, identity_dims, measurements, measurement_weight)
     if kind == "logreg":
-        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive, identity_dims)
+        return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive, identity_dims,
+                              measurements, measurement_weight)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -710,7 +737,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH, min_recall: float | None = None,
              workers: int | None = 1, threads: int | None = None, fold_store=None,
              extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none",
-             train_on: str = "task", identity_dims=0, train_measurements: "list[Prepared] | None" = None) -> dict:
+             train_on: str = "task", identity_dims=0, train_measurements: "list[Prepared] | None" = None,
+             measurement_weight: str = "row") -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -742,7 +770,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     ``train_measurements``: the same photos measured again (e.g. re-framed, :class:`facekit.extract.ExtractSettings`),
     each prepared by :func:`prepare` from the same index: every training side of every outer and inner fold also
     trains on these measurements of its own people's photos (inner folds validate on them too, by person as
-    always); held-out photos are scored on ``data``'s measurement alone (TRAINING_DETAIL section 7 item 23)."""
+    always); held-out photos are scored on ``data``'s measurement alone (TRAINING_DETAIL section 7 item 23).
+    ``measurement_weight`` (:data:`MEASUREMENT_WEIGHTS`): ``"row"``, every measurement weighs as much as a photo in
+    logistic regression's loss; ``"photo"``, a photo's K + 1 measurements together weigh one photo."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -771,6 +801,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     if extras:
         extra_info = {**_check_extra(data, concat_prepared(extras)), "centre": extra_centre}
         added = _extra_rows(data, extras, extra_centre)
+    if measurement_weight not in MEASUREMENT_WEIGHTS:
+        raise ValueError(f"measurement_weight must be one of {MEASUREMENT_WEIGHTS}, got {measurement_weight!r}")
     more = _measurement_rows(data, list(train_measurements or []))
     splits = person_folds(g, folds, seed=seed)
     for tr, te in splits:
@@ -793,6 +825,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         params["positive"] = positive
     if identity_grid != (0,):  # likewise
         params["identity_dims"] = identity_dims
+    if more is not None:  # likewise
+        params.update(measurements=1 + len(train_measurements), measurement_weight=measurement_weight)
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
@@ -846,7 +880,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                                        "auto" if len(identity_grid) > 1 else identity_grid[0]),
                      "identity_dims_grid": list(identity_grid) if len(identity_grid) > 1 else None,
                      "training_classes": list(fit_classes),
-                     "train_measurements": (1 + len(train_measurements or []) if model != "majority" else None)},
+                     "train_measurements": (1 + len(train_measurements or []) if model != "majority" else None),
+                     "measurement_weight": (measurement_weight if train_measurements and model != "majority"
+                                            else None)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],

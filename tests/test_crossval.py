@@ -631,6 +631,47 @@ def test_train_measurements_join_only_their_own_peoples_training_sides(dataset, 
         crossval(binary, folds=4, model="logreg", progress=False, train_measurements=[moved])
 
 
+def test_measurements_weighted_per_photo(binary):
+    """``measurement_weight="photo"``: a photo's K + 1 measurements together weigh one photo in logistic regression's
+    loss, so two more copies of the very same measurement change nothing (the same fitted model, choices and
+    scores as without them), while weighed as rows they weaken the regularisation threefold."""
+    from facekit.crossval import SelectedLogReg
+
+    X, y = binary.X[:, :40], binary.y
+    one = SelectedLogReg(2)._make(0.01).fit(X, y)[-1]
+    tripled = (np.concatenate([X, X, X]), np.concatenate([y, y, y]))
+    photo = SelectedLogReg(2, measurements=3, measurement_weight="photo")._make(0.01).fit(*tripled)[-1]
+    row = SelectedLogReg(2)._make(0.01).fit(*tripled)[-1]
+    np.testing.assert_allclose(photo.coef_, one.coef_, rtol=1e-3, atol=1e-5)
+    assert np.abs(row.coef_).sum() > 1.2 * np.abs(one.coef_).sum()
+    kw = dict(folds=4, model="logreg", progress=False, n_boot=10, inner_folds=2, mirror="off")
+    plain = crossval(binary, **kw)
+    same = crossval(binary, **kw, train_measurements=[binary, binary], measurement_weight="photo")
+    assert same["protocol"]["measurement_weight"] == "photo" and plain["protocol"]["measurement_weight"] is None
+    for a, b in zip(plain["folds_detail"], same["folds_detail"]):
+        assert (a["C"], a["layout"]) == (b["C"], b["layout"]) and b["n_train_rows"] == 3 * a["n_train"]
+        assert a["threshold"] == pytest.approx(b["threshold"], abs=1e-3)
+    p, q = ([r["p_anxious"] for r in res["predictions"]] for res in (plain, same))
+    np.testing.assert_allclose(p, q, atol=1e-3)
+    with pytest.raises(ValueError, match="measurement_weight must be one of"):
+        crossval(binary, **kw, train_measurements=[binary], measurement_weight="sample")
+
+
+def test_threshold_rule_counts_photos_not_measurements():
+    """The validation threshold is chosen only on at least 20 photos of each class (else 0.5): three measurements
+    of 15 photos are still 15 photos."""
+    from facekit.crossval import MIN_PER_CLASS_FOR_THRESHOLD, _threshold, _thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 15)
+    p = np.clip(0.6 + 0.2 * y + rng.normal(0, 0.05, 30), 0, 1)  # the best cut lies near 0.7
+    assert MIN_PER_CLASS_FOR_THRESHOLD == 20 and _threshold(y, p) == 0.5
+    y3, p3 = np.tile(y, 3), np.tile(p, 3)
+    assert _threshold(y3, p3) != 0.5  # 45 rows a class, counted as photos
+    assert _threshold(y3, p3, measurements=3) == 0.5
+    assert _thresholds(y3, p3, 0.8, measurements=3)[1]["threshold_n_anxious"] == 15
+
+
 def test_fold_workers():
     from facekit.crossval import fold_workers
 
@@ -1262,7 +1303,7 @@ def test_cli_train_reframes(jaffe_cli, jaffe_root, tmp_path, capsys):
     out = tmp_path / "augmented.json"
     assert cli.main([*args, "--out", str(out), "--reframe", "2", "--reframe-seed", "1", "--train-reframes", "1"]) == 0
     result = json.loads(out.read_text())
-    assert result["train_reframes"] == {"k": 1, "px": 2, "reframe_seeds": [2]}
+    assert result["train_reframes"] == {"k": 1, "px": 2, "reframe_seeds": [2], "weight": "row"}
     assert result["reframe_seed"] == 1 and result["arguments"]["train_reframes"] == 1
     assert result["protocol"]["train_measurements"] == 2 and result["n_images"] == 62
     key = ex.ExtractSettings(reframe=2, reframe_seed=2).key()  # the training measurement has its own cache
@@ -1275,7 +1316,9 @@ def test_cli_train_reframes(jaffe_cli, jaffe_root, tmp_path, capsys):
     assert "give --train-reframe-px PX" in capsys.readouterr().err
     assert cli.main([*args, "--out", str(tmp_path / "b.json"), "--train-reframe-px", "2"]) == 2
     assert "give --train-reframes K too" in capsys.readouterr().err
-    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+    assert cli.main([*args, "--out", str(tmp_path / "c.json"), "--train-reframes-weight", "photo"]) == 2
+    assert "give --train-reframes K too" in capsys.readouterr().err
+    assert not any((tmp_path / f"{n}.json").exists() for n in "abc")
 
 
 def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys, monkeypatch):

@@ -36,6 +36,7 @@ for f in args.files:
              + (f" identity {proto['identity_dims']}" if proto.get("identity_dims") not in (None, 0) else "")
              + (f" train-on {proto['train_on']}" if proto.get("train_on", "task") != "task" else "")
              + (f" remeasure {r['remeasure']}" if r.get("remeasure", 1) != 1 else "")
+             + (f" train-reframes {r['train_reframes']['k']}" if r.get("train_reframes") else "")
              + f" reframe {r.get('reframe', 0)}")
     recall = r["recall"]
     rows.append({"group": label, "seed": r.get("reframe_seed", 0), "balanced_accuracy": r["balanced_accuracy"],
