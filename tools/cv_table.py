@@ -20,7 +20,8 @@ for path in sorted(folder.glob("*.json")):
         a = r.get("arguments", {})
         flags = "".join(f" --{k.replace('_', '-')} {a[k]}" for k, default in (
             ("linear_path", None), ("identity_dims", "off"), ("remeasure", 1), ("train_on", "task"),
-            ("calibration", "none"), ("mirror", "auto"), ("seed", 0)) if k in a and a[k] != default)
+            ("calibration", "none"), ("mirror", "auto"), ("seed", 0), ("train_reframes", 0),
+            ("train_reframes_weight", "row")) if k in a and a[k] != default)
         print(f"| {Path(r['data']).name} | {r['task']} | — | {r['model']}{flags}, re-framed by at most {r['reframe']} px: "
               f"{b['n']} draws (seeds {r['reframe_seeds'][0]}–{r['reframe_seeds'][-1]}) | — | — | — "
               f"| {b['mean']:.3f}{sd} ({b['min']:.3f}–{b['max']:.3f}){ens} | — | — "
@@ -54,6 +55,10 @@ for path in sorted(folder.glob("*.json")):
         model += f", each photo measured {r['remeasure']} times"
     if r.get("reframe", 0):  # --reframe PX --reframe-seed N: each photo shifted by its own offset before FaceMesh
         model += f", photos re-framed by at most {r['reframe']} px (draw {r['reframe_seed']})"
+    if r.get("train_reframes"):  # --train-reframes K: each training photo also as measured re-framed K more times
+        t = r["train_reframes"]
+        model += (f", trained on {t['k']} more measurements of each photo (≤ {t['px']} px, seeds "
+                  f"{t['reframe_seeds'][0]}–{t['reframe_seeds'][-1]}, weight {t.get('weight', 'row')})")
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
