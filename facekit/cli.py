@@ -251,7 +251,7 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
                       ensemble=args.ensemble, mirror=args.mirror, linear_path=linear_path,
                       min_recall=args.min_recall, workers=args.workers, fold_store=store.folder, extra=extra,
                       extra_centre=args.extra_centre, train_on=args.train_on, identity_dims=args.identity_dims,
-                      train_measurements=more, measurement_weight=args.train_reframes_weight)
+                      train_measurements=more, measurement_weight=args.train_reframes_weight, c_grid=args.c_grid)
     if extra_info is not None:
         result["extra_train"] = {**extra_info, **result["extra_train"]}
     unmapped = df["problem"].fillna("").str.contains("label map|not an emotion name", regex=True)
@@ -362,6 +362,17 @@ def _add_measure_args(p) -> None:
     p.add_argument("--reframe", type=_natural, default=0, metavar="PX", help=REFRAME_HELP)
     p.add_argument("--reframe-seed", type=_natural, default=0, metavar="N",
                    help="the seed of --reframe's offsets (each seed one draw of them)")
+
+
+def _c_grid(text: str) -> list[float]:
+    """argparse type: a comma-separated list of positive numbers."""
+    from .crossval import c_grid_tuple
+
+    try:
+        return list(c_grid_tuple(t for t in text.split(",") if t.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, e.g. 0.001,0.01,0.1,1,10; "
+                                         f"got {text!r}") from None
 
 
 def _natural(text: str) -> int:
@@ -490,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="what --train-reframes' measurements weigh in logistic regression's loss (the model's, or the "
                         "MLP's fitted linear path): row (default), each as much as a photo; photo, a photo's K+1 "
                         "measurements together as much as one photo, so that C keeps its meaning per photo")
+    p.add_argument("--c-grid", type=_c_grid, default=None, metavar="C,C,…",
+                   help="the Cs logistic regression's inner folds choose among (its own, or the ResNet MLP's fitted "
+                        "linear path's); default 0.003,0.01,0.03,0.1,0.3,1 (TRAINING_DETAIL section 7 item 24)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
                    help="processes that extract the landmarks, then train the outer folds side by side (default: "

@@ -50,6 +50,17 @@ IDENTITY_DIMS = (0, 4, 16)
 # The MLP's own loss is a mean over its rows either way.  Either way the threshold rule counts photos, not rows
 # (TRAINING_DETAIL section 7 item 23).
 MEASUREMENT_WEIGHTS = ("row", "photo")
+
+
+def c_grid_tuple(c_grid) -> tuple[float, ...]:
+    """A C grid as a sorted tuple of distinct positive floats, or a clear ``ValueError``."""
+    try:
+        grid = tuple(sorted({float(c) for c in c_grid}))
+    except (TypeError, ValueError):
+        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}") from None
+    if not grid or grid[0] <= 0 or not all(np.isfinite(grid)):
+        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}")
+    return grid
 IDENTITY_WITH_EXTRA = ("--identity-dims learns the identity directions from the data's own training people; it is not "
                        "combined with --extra-train, whose people it would not describe: leave one of them out")
 NEUTRAL = "중립"
@@ -439,7 +450,7 @@ class SelectedResNetMLP:
                  train_config: TrainConfig = TrainConfig(), inner_folds="auto", random_state: int = 0,
                  layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
                  min_recall: float | None = None, positive: int | None = None, identity_dims=0,
-                 measurements: int = 1, measurement_weight: str = "row"):
+                 measurements: int = 1, measurement_weight: str = "row", c_grid=None):
         if linear_path not in LINEAR_PATHS:
             raise ValueError(f"linear_path must be one of {LINEAR_PATHS}, got {linear_path!r}")
         self.n_classes, self.model_config, self.train_config = n_classes, model_config, train_config
@@ -451,6 +462,7 @@ class SelectedResNetMLP:
         self.positive = positive
         self.identity_dims = identity_dims
         self.measurements, self.measurement_weight = measurements, measurement_weight  # as SelectedLogReg's
+        self.c_grid = c_grid  # the fitted linear path's (SelectedLogReg's) C grid
 
     def fit(self, X, y, groups, extra=None, strata=None):
         """``extra``: the rows of :func:`_extra_rows` (``(X, y)`` of photos from other people, ``crossval(extra=…)``,
@@ -477,7 +489,8 @@ class SelectedResNetMLP:
                                     self.mirror, positive=self.positive,
                                     identity_dims=self.identity_dims,
                                     measurements=self.measurements,
-                                    measurement_weight=self.measurement_weight).fit(X, y, groups, extra, strata)
+                                    measurement_weight=self.measurement_weight,
+                                    c_grid=self.c_grid).fit(X, y, groups, extra, strata)
         dims = linear.identity_dims_ if linear is not None else dims_grid[0]
         if self.linear_path in ("trained", "auto") or not any(c.has_linear_path for c in configs):
             families.append(("trained", layouts, mirrors, tc))
@@ -606,8 +619,9 @@ class SelectedLogReg:
 
     def __init__(self, n_classes: int, inner_folds="auto", random_state: int = 0, layouts="auto", mirror="auto",
                  min_recall: float | None = None, positive: int | None = None, identity_dims=0,
-                 measurements: int = 1, measurement_weight: str = "row"):
+                 measurements: int = 1, measurement_weight: str = "row", c_grid=None):
         self.n_classes, self.inner_folds, self.random_state = n_classes, inner_folds, random_state
+        self.grid = c_grid_tuple(c_grid) if c_grid is not None else self.GRID  # the Cs the inner folds choose among
         self.layouts, self.mirror, self.min_recall, self.positive = layouts, mirror, min_recall, positive
         self.identity_dims = identity_dims
         # measurements: rows per photo (crossval's train_measurements: K + 1), for the threshold rule's photo count;
@@ -654,7 +668,7 @@ class SelectedLogReg:
             sides = [_identity_fold(Xl[tr], Xl[va], strata[tr], groups[tr], max(dims_grid)) for tr, va in folds]
             for mirror in _mirrors(self.mirror):
                 for dims in dims_grid:
-                    for C in self.GRID:
+                    for C in self.grid:
                         oof_y, oof_p = [], []
                         for (tr, va), (_, _, directions) in zip(folds, sides):
                             X_tr, y_tr = _plus(remove_directions(Xl[tr], directions, dims), y[tr], Xe, extra, tr)
@@ -717,13 +731,14 @@ def make_model(kind: str, n_classes: int, seed: int = 0, inner_folds="auto",
                model_config: ModelConfig = DEFAULT_MODEL_CONFIG, train_config: TrainConfig = TrainConfig(),
                layouts="auto", ensemble: int = 1, mirror="auto", linear_path: str = DEFAULT_LINEAR_PATH,
                min_recall: float | None = None, positive: int | None = None, identity_dims=0,
-               measurements: int = 1, measurement_weight: str = "row"):
+               measurements: int = 1, measurement_weight: str = "row", c_grid=None):
     if kind == "resnet-mlp":
         return SelectedResNetMLP(n_classes, model_config, train_config, inner_folds, seed, layouts, ensemble, mirror,
-                                 linear_path, min_recall, positive, identity_dims, measurements, measurement_weight)
+                                 linear_path, min_recall, positive, identity_dims, measurements, measurement_weight,
+                                 c_grid)
     if kind == "logreg":
         return SelectedLogReg(n_classes, inner_folds, seed, layouts, mirror, min_recall, positive, identity_dims,
-                              measurements, measurement_weight)
+                              measurements, measurement_weight, c_grid)
     if kind == "majority":
         return Majority(n_classes)
     raise ValueError(f"unknown model {kind!r}; choose one of {MODELS}")
@@ -738,7 +753,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
              workers: int | None = 1, threads: int | None = None, fold_store=None,
              extra: "Prepared | list[Prepared] | None" = None, extra_centre: str = "none",
              train_on: str = "task", identity_dims=0, train_measurements: "list[Prepared] | None" = None,
-             measurement_weight: str = "row") -> dict:
+             measurement_weight: str = "row", c_grid=None) -> dict:
     """Cross-validate by person; returns a JSON-ready dict of metrics, per-fold and per-person results.
 
     ``layouts``: the feature layouts the inner folds may choose between (:data:`LAYOUTS`; ``"auto"``:
@@ -772,7 +787,9 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     trains on these measurements of its own people's photos (inner folds validate on them too, by person as
     always); held-out photos are scored on ``data``'s measurement alone (TRAINING_DETAIL section 7 item 23).
     ``measurement_weight`` (:data:`MEASUREMENT_WEIGHTS`): ``"row"``, every measurement weighs as much as a photo in
-    logistic regression's loss; ``"photo"``, a photo's K + 1 measurements together weigh one photo."""
+    logistic regression's loss; ``"photo"``, a photo's K + 1 measurements together weigh one photo.
+    ``c_grid``: the Cs logistic regression's inner folds choose among (its own, or the ResNet MLP's fitted linear
+    path's); default :attr:`SelectedLogReg.GRID` (TRAINING_DETAIL section 7 item 24)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -827,6 +844,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         params["identity_dims"] = identity_dims
     if more is not None:  # likewise
         params.update(measurements=1 + len(train_measurements), measurement_weight=measurement_weight)
+    if c_grid is not None and c_grid_tuple(c_grid) != SelectedLogReg.GRID:  # likewise
+        params["c_grid"] = c_grid_tuple(c_grid)
     n_workers, threads = fold_workers(workers, len(splits), threads) if model != "majority" else (1, None)
     store = ResultStore(fold_store) if fold_store is not None and model != "majority" else None
     resumed = []
@@ -882,7 +901,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "training_classes": list(fit_classes),
                      "train_measurements": (1 + len(train_measurements or []) if model != "majority" else None),
                      "measurement_weight": (measurement_weight if train_measurements and model != "majority"
-                                            else None)},
+                                            else None),
+                     "c_grid": (list(params.get("c_grid", SelectedLogReg.GRID)) if model != "majority" else None)},
         "seed": seed, **data.counts,
         "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
         "recall": report["recall"], "precision": report["precision"], "f1": report["f1"],

@@ -672,6 +672,29 @@ def test_threshold_rule_counts_photos_not_measurements():
     assert _thresholds(y3, p3, 0.8, measurements=3)[1]["threshold_n_anxious"] == 15
 
 
+def test_c_grid(binary, capsys):
+    """``c_grid``: logistic regression's inner folds choose C among these values (also the MLP's fitted path's);
+    the default grid given explicitly is the default run; a grid that is not positive numbers is refused."""
+    from facekit import cli
+    from facekit.crossval import SelectedLogReg
+
+    kw = dict(folds=4, model="logreg", progress=False, n_boot=10, inner_folds=2, mirror="off", layouts="xy")
+    one = crossval(binary, **kw, c_grid=[0.5])
+    assert one["protocol"]["c_grid"] == [0.5] and all(f["C"] == 0.5 for f in one["folds_detail"])
+    wide = crossval(binary, **kw, c_grid=[10, 0.001, 0.01, 1])
+    assert wide["protocol"]["c_grid"] == [0.001, 0.01, 1.0, 10.0]
+    assert {f["C"] for f in wide["folds_detail"]} <= {0.001, 0.01, 1.0, 10.0}
+    plain, given = crossval(binary, **kw), crossval(binary, **kw, c_grid=list(SelectedLogReg.GRID))
+    assert plain["protocol"]["c_grid"] == list(SelectedLogReg.GRID) == given["protocol"]["c_grid"]
+    assert [r["p_anxious"] for r in plain["predictions"]] == [r["p_anxious"] for r in given["predictions"]]
+    with pytest.raises(ValueError, match="positive numbers"):
+        crossval(binary, **kw, c_grid=[0, 1])
+    for bad in ("0,1", "a,1", ","):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["crossval", "demo", "--out", "x.json", "--c-grid", bad])
+        assert exit_.value.code == 2 and "expected positive numbers" in capsys.readouterr().err
+
+
 def test_fold_workers():
     from facekit.crossval import fold_workers
 
