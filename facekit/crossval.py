@@ -50,17 +50,6 @@ IDENTITY_DIMS = (0, 4, 16)
 # The MLP's own loss is a mean over its rows either way.  Either way the threshold rule counts photos, not rows
 # (TRAINING_DETAIL section 7 item 23).
 MEASUREMENT_WEIGHTS = ("row", "photo")
-
-
-def c_grid_tuple(c_grid) -> tuple[float, ...]:
-    """A C grid as a sorted tuple of distinct positive floats, or a clear ``ValueError``."""
-    try:
-        grid = tuple(sorted({float(c) for c in c_grid}))
-    except (TypeError, ValueError):
-        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}") from None
-    if not grid or grid[0] <= 0 or not all(np.isfinite(grid)):
-        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}")
-    return grid
 IDENTITY_WITH_EXTRA = ("--identity-dims learns the identity directions from the data's own training people; it is not "
                        "combined with --extra-train, whose people it would not describe: leave one of them out")
 NEUTRAL = "중립"
@@ -200,6 +189,17 @@ def _extra_rows(data: Prepared, extras: list[Prepared], centre: str):
                          "--extra-centre none, or data with neutral photos")
     sets = np.concatenate([np.full(len(e.y), i) for i, e in enumerate(extras)])
     return (X, y, sets, np.concatenate([e.emotion == NEUTRAL for e in extras]))
+
+
+def c_grid_tuple(c_grid) -> tuple[float, ...]:
+    """A C grid as a sorted tuple of distinct positive floats, or a clear ``ValueError``."""
+    try:
+        grid = tuple(sorted({float(c) for c in c_grid}))
+    except (TypeError, ValueError):
+        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}") from None
+    if not grid or grid[0] <= 0 or not all(np.isfinite(grid)):
+        raise ValueError(f"a C grid is a list of positive numbers, got {c_grid!r}")
+    return grid
 
 
 def _measurement_rows(data: Prepared, measurements: list[Prepared]) -> tuple[np.ndarray, np.ndarray] | None:
