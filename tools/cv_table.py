@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from facekit.crossval import SelectedLogReg
+
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/cv")
 print("| data | task | protocol | model | folds | layouts chosen | photos / people | balanced acc. (95% CI by person) | accuracy "
       "| recall (neutral or rest / anxious) | AUC | false alarms on other emotions | minutes |")
@@ -22,6 +24,8 @@ for path in sorted(folder.glob("*.json")):
             ("linear_path", None), ("identity_dims", "off"), ("remeasure", 1), ("train_on", "task"),
             ("calibration", "none"), ("mirror", "auto"), ("seed", 0), ("train_reframes", 0),
             ("train_reframes_weight", "row")) if k in a and a[k] != default)
+        if a.get("c_grid"):  # --c-grid C,C,…
+            flags += " --c-grid " + ",".join(f"{c:g}" for c in a["c_grid"])
         print(f"| {Path(r['data']).name} | {r['task']} | — | {r['model']}{flags}, re-framed by at most {r['reframe']} px: "
               f"{b['n']} draws (seeds {r['reframe_seeds'][0]}–{r['reframe_seeds'][-1]}) | — | — | — "
               f"| {b['mean']:.3f}{sd} ({b['min']:.3f}–{b['max']:.3f}){ens} | — | — "
@@ -59,6 +63,11 @@ for path in sorted(folder.glob("*.json")):
         t = r["train_reframes"]
         model += (f", trained on {t['k']} more measurements of each photo (≤ {t['px']} px, seeds "
                   f"{t['reframe_seeds'][0]}–{t['reframe_seeds'][-1]}, weight {t.get('weight', 'row')})")
+    grid = r["protocol"].get("c_grid")
+    if grid and r["model"] == "logreg" and tuple(grid) != SelectedLogReg.GRID:  # --c-grid: the Cs the inner folds chose among, and how often each was chosen
+        cs = [f.get("C") for f in r.get("folds_detail", []) if f.get("C") is not None]
+        model += (f", C grid {min(grid):g}–{max(grid):g} ({len(grid)} values; chosen "
+                  + ", ".join(f"{c:g}: {cs.count(c)}" for c in sorted(set(cs))) + ")")
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from facekit.crossval import spread
+from facekit.crossval import SelectedLogReg, spread
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("files", nargs="+", help="crossval JSON files")
@@ -37,6 +37,8 @@ for f in args.files:
              + (f" train-on {proto['train_on']}" if proto.get("train_on", "task") != "task" else "")
              + (f" remeasure {r['remeasure']}" if r.get("remeasure", 1) != 1 else "")
              + (f" train-reframes {r['train_reframes']['k']}" if r.get("train_reframes") else "")
+             + (f" c-grid {min(proto['c_grid']):g}-{max(proto['c_grid']):g}"
+                if proto.get("c_grid") and list(proto["c_grid"]) != list(SelectedLogReg.GRID) else "")
              + f" reframe {r.get('reframe', 0)}")
     recall = r["recall"]
     rows.append({"group": label, "seed": r.get("reframe_seed", 0), "balanced_accuracy": r["balanced_accuracy"],
