@@ -64,10 +64,10 @@ for path in sorted(folder.glob("*.json")):
         model += (f", trained on {t['k']} more measurements of each photo (≤ {t['px']} px, seeds "
                   f"{t['reframe_seeds'][0]}–{t['reframe_seeds'][-1]}, weight {t.get('weight', 'row')})")
     grid = r["protocol"].get("c_grid")
-    if grid and r["model"] == "logreg" and tuple(grid) != SelectedLogReg.GRID:  # --c-grid: the Cs the inner folds chose among, and how often each was chosen
-        cs = [f.get("C") for f in r.get("folds_detail", []) if f.get("C") is not None]
-        model += (f", C grid {min(grid):g}–{max(grid):g} ({len(grid)} values; chosen "
-                  + ", ".join(f"{c:g}: {cs.count(c)}" for c in sorted(set(cs))) + ")")
+    if grid and tuple(grid) != SelectedLogReg.GRID:  # --c-grid: the Cs the inner folds chose among (logistic regression's
+        cs = [f.get("C") for f in r.get("folds_detail", []) if f.get("C") is not None]  # own, or the fitted path's)
+        chosen_cs = "; chosen " + ", ".join(f"{c:g}: {cs.count(c)}" for c in sorted(set(cs))) if cs else ""
+        model += f", C grid {min(grid):g}–{max(grid):g} ({len(grid)} values{chosen_cs})"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"

@@ -37,7 +37,7 @@ for f in args.files:
              + (f" train-on {proto['train_on']}" if proto.get("train_on", "task") != "task" else "")
              + (f" remeasure {r['remeasure']}" if r.get("remeasure", 1) != 1 else "")
              + (f" train-reframes {r['train_reframes']['k']}" if r.get("train_reframes") else "")
-             + (f" c-grid {min(proto['c_grid']):g}-{max(proto['c_grid']):g}"
+             + (f" c-grid {min(proto['c_grid']):g}-{max(proto['c_grid']):g} ({len(proto['c_grid'])} values)"
                 if proto.get("c_grid") and list(proto["c_grid"]) != list(SelectedLogReg.GRID) else "")
              + f" reframe {r.get('reframe', 0)}")
     recall = r["recall"]
