@@ -50,6 +50,10 @@ def test_every_section_measured(quick_report):
     for part in (pf, pf["yuv"], pf["rgb"]):
         assert part["facemesh_tracking_ms"] > 0 and part["facemesh_graph_ms"] > 0
         assert part["ratio_path_vs_tracking"] > 0 and part["ratio_path_vs_graph"] > 0
+        # the kit's own time per frame is the path less FaceMesh alone, pass by pass (its sign is the machine's)
+        per_pass = part["per_pass_ms"]
+        diffs = sorted(p - t for p, t in zip(per_pass["path"], per_pass["facemesh_tracking"]))
+        assert diffs[0] - 1e-3 <= part["own_ms"] <= diffs[-1] + 1e-3 and math.isfinite(part["own_ms"])
     assert {"per_frame_vs_facemesh_graph", "per_frame_yuv_vs_facemesh_graph",
             "per_frame_rgb_vs_facemesh_graph"} <= set(report["ratios"])
     ex = report["extraction"]
@@ -103,6 +107,9 @@ def test_targets_say_met_or_missed(quick_report):
         assert isinstance(t["met"], bool) and t["measured"] == report["ratios"][t["ratio"]]
     assert "| target | measured | met |" in stdout
     assert "FaceMesh graph alone, tracking" in stdout
+    yuv = report["per_frame"]["yuv"]
+    assert (f"The kit's own time per frame (the path minus FaceMesh alone, median over passes): YUV "
+            f"{yuv['own_ms']:.2f} ms") in stdout
 
 
 def test_extraction_alone():
