@@ -960,6 +960,7 @@ def format_table(report: dict) -> str:
     lines = ["| measured | value | reference, same run | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d:.2f}× |" for a, b, c, d in rows]
     stages = " · ".join(f"{k} {v:.2f}" for k, v in pf["stages_ms"].items())
+    limit = next(lim for _name, key, _op, lim in TARGETS if key == "per_frame_yuv_vs_facemesh_tracking")
     yuv_stages = " · ".join(f"{k} {v:.2f}" for k, v in pf["yuv"]["stages_ms"].items())
     rgb_stages = " · ".join(f"{k} {v:.2f}" for k, v in pf["rgb"]["stages_ms"].items())
     lines += ["", f"Per-frame stages (median ms), YUV frames: {yuv_stages}; kernel at most "
@@ -967,8 +968,9 @@ def format_table(report: dict) -> str:
                   f"frames/s. RGB frames: {rgb_stages}; at most {pf['rgb']['kernel_fps']:.0f} frames/s.",
               f"The kit's own time per frame (the path minus FaceMesh alone, median over passes): YUV "
               f"{pf['yuv']['own_ms']:.2f} ms, JPEG {pf['own_ms']:.2f} ms, RGB {pf['rgb']['own_ms']:.2f} ms; the "
-              f"≤ 1.15× target leaves 0.15 × FaceMesh = {0.15 * pf['yuv']['facemesh_tracking_ms']:.2f} ms at this "
-              f"run's FaceMesh ({pf['yuv']['facemesh_tracking_ms']:.2f} ms on the YUV frames' passes).",
+              f"≤ {limit:g}× target leaves {limit - 1:g} × FaceMesh = "
+              f"{(limit - 1) * pf['yuv']['facemesh_tracking_ms']:.2f} ms at this run's FaceMesh "
+              f"({pf['yuv']['facemesh_tracking_ms']:.2f} ms on the YUV frames' passes).",
               f"Landmark cache: {mem['cache_bytes_per_photo']:,} bytes per photo. Extraction worker pools took "
               + ", ".join(f"{v:.1f} s ({k.replace('_', ' ')})" for k, v in ex["pool_start_seconds"].items())
               + " to start (not in the rates)."]
