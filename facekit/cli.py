@@ -346,7 +346,7 @@ def _train_measurements(args, chosen, protocol) -> list | None:
     more = []
     for seed in _train_reframe_seeds(args):
         print(f"training measurements: the photos re-framed by at most {px} px, --reframe-seed {seed}")
-        settings = ex.ExtractSettings(remeasure=args.remeasure, reframe=px, reframe_seed=seed)
+        settings = replace(_extract_settings(args), reframe=px, reframe_seed=seed)
         table, landmarks = ex.extract(chosen, settings, workers=args.workers, cache=args.cache)
         more.append(prepare(table, landmarks, protocol))
     return more
