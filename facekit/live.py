@@ -24,8 +24,8 @@ personal-neutral model that needs calibration first, and, from the sources, no
 camera or camera permission denied.
 
 :func:`benchmark` measures the kernel-side cost per frame against FaceMesh alone
-and against the FaceMesh graph alone on the same frames (the README states the
-figures and the command).
+and against the FaceMesh graph alone on the same frames (the README's *Live webcam
+demo* states the figures; TRAINING_DETAIL.md section 6.5 every run and the command).
 """
 from __future__ import annotations
 

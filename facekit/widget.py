@@ -89,7 +89,7 @@ class LiveWidget(anywidget.AnyWidget):
     width = t.Int(640).tag(sync=True)
     height = t.Int(480).tag(sync=True)
     jpeg_quality = t.Float(0.8).tag(sync=True)
-    #: How the browser sends frames (README, *Live demo*): "yuv", the camera's own 4:2:0 frame as WebCodecs
+    #: How the browser sends frames (README, *Live webcam demo*): "yuv", the camera's own 4:2:0 frame as WebCodecs
     #: gives it (I420 or NV12, 0.46 MB at 640×480, nothing encoded in the browser, 0.1–0.2 ms to convert
     #: here; a frame the browser cannot give so goes as JPEG); "jpeg" (about 40 kB, decoded here, 0.7 ms);
     #: "rgb" (packed pixels, 0.9 MB, the slowest round trip); "auto": "yuv" where JupyterLab's page comes
