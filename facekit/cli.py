@@ -175,8 +175,9 @@ def _reframe_draws(args, out: Path) -> int:
     if draws[0]["false_alarm_other"] is not None:
         columns["false_alarm_other"] = [d["false_alarm_other"] for d in draws]
     summary = {"data": str(args.data or "demo"), "task": args.task, "model": args.model, "reframe": args.reframe,
-               "reframe_seeds": seeds, "arguments": _result_arguments(argparse.Namespace(**{**vars(args),
-                                                                                            "reframe_seed": None})),
+               "reframe_seeds": seeds,
+               # the command's own arguments: the first seed and the number of draws (a draw's JSON records its seed)
+               "arguments": {**_result_arguments(args), "reframe_draws": args.reframe_draws},
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "what": (f"the same cross-validation {len(seeds)} times, each photo translated by its own whole-pixel "
                         f"offset of at most {args.reframe} px per axis before FaceMesh measures it (a new offset "
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                         "and the same command goes on from them unless this is given")
     p.set_defaults(func=cmd_crossval)
     p = sub.add_parser("bench", help="benchmark every stage against FaceMesh alone and the original design")
-    p.add_argument("--quick", action="store_true", help="about a minute instead of a few")
+    p.add_argument("--quick", action="store_true", help="less of everything: about 1½ minutes here instead of about 4")
     p.add_argument("--out", default=None, help="JSON report (default: reports/bench.json, or $FACEKIT_REPORTS)")
     p.add_argument("--checkpoint", default=None, help="model for the per-frame path (default: weights/demo_binary.pt)")
     p.set_defaults(func=cmd_bench)

@@ -130,12 +130,13 @@ def operating_points(predictions: pd.DataFrame, max_false_alarm: float = 0.25, m
     ≤ ``max_false_alarm`` (with that cut's ``false_alarm`` and ``neutral`` rate), and the ``false_alarm``
     needed for a recall of ``min_recall``. No threshold rule can beat these bounds with the same scores;
     ``within_person_auc`` (fear against each person's other photos, averaged over people) against the pooled
-    ``auc`` shows how much of the loss is between people."""
+    ``auc`` shows how much of the loss is between people.  The ensemble table of ``crossval --reframe-draws``
+    (``p_anxious_mean`` instead of ``p_anxious``) is read the same way, on the draws' mean p(anxious)."""
     t = predictions
     fear = t["emotion"].eq("anxious").to_numpy()
     neutral = t["emotion"].eq("neutral").to_numpy()
     other = ~fear & ~neutral
-    p = t["p_anxious"].to_numpy(dtype=float)
+    p = t["p_anxious" if "p_anxious" in t else "p_anxious_mean"].to_numpy(dtype=float)
     called = t["predicted"].eq("anxious").to_numpy()
     if not fear.any() or not other.any():
         raise ValueError("operating points need fear photos and photos of other emotions (not neutral)")

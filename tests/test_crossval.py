@@ -1371,7 +1371,8 @@ def test_cli_reframe_draws(jaffe_cli, jaffe_root, tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(cli, "_crossval_run", real_run)
     assert cli.main([*args, "--out", str(out), "--reframe-seed", "1", "--reframe-draws", "2"]) == 0
     summary = json.loads(out.read_text())
-    assert summary["reframe"] == 2 and summary["reframe_seeds"] == [1, 2] and summary["arguments"]["reframe_seed"] is None
+    assert summary["reframe"] == 2 and summary["reframe_seeds"] == [1, 2]
+    assert summary["arguments"]["reframe_seed"] == 1 and summary["arguments"]["reframe_draws"] == 2
     draws = [json.loads(p.read_text()) for p in paths]
     assert [d["reframe_seed"] for d in draws] == [1, 2] and [d["file"] for d in summary["draws"]] == [p.name for p in paths]
     assert len(draws[0]["resumed_folds"]) == 3 and not draws[1].get("resumed_folds")  # draw 1 went on from its folds

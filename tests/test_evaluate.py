@@ -253,5 +253,7 @@ def test_operating_points_read_the_ranking_from_a_predictions_table():
     assert o["within_person_auc"] == 1.0 and o["within_person_auc_min"] == 1.0
     assert o["auc"] == pytest.approx(skm.roc_auc_score(t["emotion"] == "anxious", t["p_anxious"]))
     assert o["auc"] < 1.0
+    # the ensemble table of crossval --reframe-draws: the draws' mean p(anxious), read the same way
+    assert ev.operating_points(t.rename(columns={"p_anxious": "p_anxious_mean"}), 0.25, 1.0) == o
     with pytest.raises(ValueError, match="need fear photos"):
         ev.operating_points(t[t["emotion"].isin(["anxious", "neutral"])])
