@@ -251,8 +251,9 @@ def bench_per_frame(settings: BenchSettings, checkpoint: Path) -> dict:
                 # each ratio: the median over passes of the pass's own ratio (a variant and its reference, adjacent)
                 "ratio_path_vs_tracking": _round(_median(p / t for p, t in zip(f_path, f_tracking))),
                 "ratio_path_vs_graph": vs_graph(f_path, f_graph),
-                # the kit's own time per frame: what the path adds to FaceMesh alone (median over passes), which
-                # does not scale with FaceMesh's speed, so the ratio moves with it from day to day
+                # the kit's own time per frame: what the path adds to FaceMesh alone (median over passes); it
+                # does not move in step with FaceMesh's time (0.62 ms at 3.2 ms, 0.85 ms at 5.1 ms), so the ratio
+                # moves from day to day
                 "own_ms": _round(_median(p - t for p, t in zip(f_path, f_tracking))),
                 "per_pass_ms": {"facemesh_tracking": f_tracking, "facemesh_graph": f_graph, "path": f_path}}
 

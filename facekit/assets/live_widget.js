@@ -338,7 +338,7 @@ function render({ model, el }) {
     });
   }
 
-  // How a frame travels to the kernel (the frame_format trait; README, *Live demo*): "yuv", the camera's
+  // How a frame travels to the kernel (the frame_format trait; README, *Live webcam demo*): "yuv", the camera's
   // own frame as WebCodecs hands it over (4:2:0 planes, 0.46 MB at 640x480: nothing to encode here, 0.1-0.2
   // ms to convert in the kernel); "jpeg" (about 40 kB, encoded here, decoded in the kernel in 0.7 ms);
   // "rgb", packed 8-bit RGB rows (0.9 MB: the round trip through JupyterLab doubles on this project's
