@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -39,8 +40,6 @@ from PIL import Image, UnidentifiedImageError
 
 from .index import BOX_COLUMNS
 from .paths import cache_dir, check_writable
-
-os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO lines drown the progress bar
 
 N_LANDMARKS = 478
 NOSE_TIP = 1
@@ -248,17 +247,97 @@ def to_pixels(normalised: np.ndarray, width: int, height: int) -> np.ndarray:
 _LOCAL = threading.local()
 
 
+# MediaPipe 0.10.21 writes start-up lines from C++ straight to the process's file descriptor 2: TFLite's
+# "Created TensorFlow Lite XNNPACK delegate", absl's notice that it logs to stderr before InitializeLog, two
+# "Feedback manager requires a model with a single signature" warnings each time a FaceMesh graph starts
+# (built or reset), and "Using NORM_RECT without IMAGE_DIMENSIONS" at the first face a process sees.  No
+# setting turns them off (GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL are not read: absl, not glog, since
+# mediapipe 0.10.x; mediapipe issues #5371, #5737), and in a notebook they show as a red box that reads like
+# an error.  They are harmless (the projection warning concerns non-square regions; FaceMesh's face regions
+# are square, and tests/test_normalize.py checks the landmarks on 4:3, 16:9 and square photos alike).
+MEDIAPIPE_NOISE = (b"Created TensorFlow Lite XNNPACK delegate for CPU.",
+                   b"All log messages before absl::InitializeLog() is called are written to STDERR",
+                   b"inference_feedback_manager.cc:", b"landmark_projection_calculator.cc:")
+_QUIET_LOCK = threading.RLock()  # fd 2 is the process's: one redirection at a time, nested calls pass through
+_quiet_depth = 0
+_FACE_SEEN = False  # whether this process has found a face yet (the projection warning comes with the first)
+
+
+@contextlib.contextmanager
+def quiet_mediapipe():
+    """Hold back :data:`MEDIAPIPE_NOISE` lines written to file descriptor 2 inside the block.
+
+    Everything else written there meanwhile (by any thread) is written back, in order, when
+    the block ends, so no message is lost.  Meant for the moments MediaPipe starts a graph:
+    :func:`face_mesh` and :func:`restart` use it.
+    """
+    global _quiet_depth
+    with _QUIET_LOCK:
+        if _quiet_depth:
+            yield
+            return
+        import sys
+        import tempfile
+
+        for stream in (sys.stderr, sys.__stderr__):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a windowless process): nothing to hold back
+            yield
+            return
+        held = tempfile.TemporaryFile()
+        os.dup2(held.fileno(), 2)
+        _quiet_depth = 1
+        try:
+            yield
+        finally:
+            _quiet_depth = 0
+            for stream in (sys.stderr, sys.__stderr__):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not any(marker in line for marker in MEDIAPIPE_NOISE)]
+            held.close()
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+_BLANK = np.zeros((64, 64, 3), np.uint8)
+_BLANK.flags.writeable = False  # as find_faces hands frames to the graph
+
+
+def _settle(mesh) -> None:
+    """Wait for a FaceMesh graph that has just started: its calculators open on MediaPipe's own threads after
+    the constructor (or ``reset``) returns; a frame through the graph waits for them (a blank one finds nothing)."""
+    _faces(_BLANK, mesh)
+
+
 def face_mesh(static: bool = True, max_faces: int = 2, min_detection_confidence: float = 0.5):
-    """This thread's FaceMesh for these settings (built once, then reused)."""
+    """This thread's FaceMesh for these settings (built once, then reused; MediaPipe's start-up lines held back)."""
     meshes = _LOCAL.__dict__.setdefault("meshes", {})
     key = (static, max_faces, min_detection_confidence)
     if key not in meshes:
         import mediapipe as mp
 
-        meshes[key] = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence, min_tracking_confidence=0.5)
+        with quiet_mediapipe():
+            mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence, min_tracking_confidence=0.5)
+            _settle(mesh)
+        meshes[key] = mesh
     return meshes[key]
+
+
+def restart(mesh) -> None:
+    """``mesh.reset()`` (a tracking FaceMesh forgets the face it followed), its start-up lines held back."""
+    with quiet_mediapipe():
+        mesh.reset()
+        _settle(mesh)
 
 
 # One NormalizedLandmark as protobuf writes it inside a NormalizedLandmarkList: field 1 (length-delimited,
@@ -405,6 +484,13 @@ def find_faces(rgb: np.ndarray, mesh) -> list[np.ndarray]:
                          f"{frame.shape}, dtype {frame.dtype}")
     frame = np.ascontiguousarray(frame).view()
     frame.flags.writeable = False
+    if not _FACE_SEEN:
+        return _first_faces(frame, mesh)
+    return _faces(frame, mesh)
+
+
+def _faces(frame: np.ndarray, mesh) -> list[np.ndarray]:
+    """:func:`find_faces` on a frame already checked, C-contiguous and read-only."""
     if graph_route(mesh):
         packet = run_graph(frame, mesh)
         if packet is None or packet.is_empty():  # an empty packet: no face in this frame
@@ -412,6 +498,15 @@ def find_faces(rgb: np.ndarray, mesh) -> list[np.ndarray]:
         return [_serialized_array(raw) for raw in _graph_parts()[2](packet)]
     result = mesh.process(frame)
     return [landmark_array(face) for face in result.multi_face_landmarks or []]
+
+
+def _first_faces(frame: np.ndarray, mesh) -> list[np.ndarray]:
+    """:func:`find_faces` until this process has found a face: MediaPipe warns once, at the first one."""
+    global _FACE_SEEN
+    with quiet_mediapipe():
+        faces = _faces(frame, mesh)
+    _FACE_SEEN = _FACE_SEEN or bool(faces)
+    return faces
 
 
 def _iou(a, b) -> float:

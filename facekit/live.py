@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .index import IMAGE_EXTENSIONS
-from .extract import PhotoError, decode, face_mesh, find_faces, graph_route, run_graph, to_pixels
+from .extract import PhotoError, decode, face_mesh, find_faces, graph_route, restart, run_graph, to_pixels
 
 #: Frame states and what the panel says for each.
 STATES = {
@@ -511,7 +511,7 @@ class LivePipeline:
                 if owner is None or owner() is not self:
                     # This thread's tracking FaceMesh last followed another stream: start it afresh, or its
                     # first frames here would be searched where that stream's face was.
-                    mesh.reset()
+                    restart(mesh)
                     mesh._facekit_live_owner = weakref.ref(self)
             faces = [to_pixels(f, width, height) for f in find_faces(rgb, mesh)]
             t2 = time.perf_counter()

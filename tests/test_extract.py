@@ -902,3 +902,74 @@ def test_remeasure_in_extract_and_its_cache(folder_index, extracted, tmp_path, m
     calls = _counting(monkeypatch)
     again = extract(folder_index, settings, workers=1, cache=tmp_path, progress=False)[1]
     assert calls == [] and np.array_equal(again, lm3, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- MediaPipe's start-up lines
+
+_NOISY_RUN = r"""
+import os, sys
+import numpy as np
+from facekit import demo, extract
+face = demo.portrait()
+if sys.argv[1] == "raw":  # MediaPipe as it comes: what the kit holds back must be what it writes
+    import mediapipe as mp
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True)
+    print(len(mesh.process(face).multi_face_landmarks or []))
+    mesh.reset()
+    print(len(mesh.process(face).multi_face_landmarks or []))
+else:
+    os.write(2, b"before the kit\n")
+    print(len(extract.find_faces(face, extract.face_mesh(True))))
+    tracking = extract.face_mesh(False)
+    print(len(extract.find_faces(face, tracking)))
+    extract.restart(tracking)
+    print(len(extract.find_faces(face, tracking)))
+    with extract.quiet_mediapipe():
+        os.write(2, b"written inside the block\n")
+    os.write(2, b"after the kit\n")
+"""
+
+
+@pytest.mark.parametrize("route", ["raw", "kit"])
+def test_mediapipe_start_up_lines_are_held_back_by_the_kit(route):
+    """A fresh process: MediaPipe itself writes each line the kit holds back (so the markers are real); the kit's
+    FaceMesh, built, reset and finding faces, writes none of them, and every other line still reaches stderr."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _NOISY_RUN, route], capture_output=True, timeout=300,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    assert run.stdout.split() == ([b"1", b"1"] if route == "raw" else [b"1", b"1", b"1"])
+    if route == "raw":
+        for marker in ex.MEDIAPIPE_NOISE:
+            assert marker in run.stderr, marker
+    else:
+        assert not any(marker in run.stderr for marker in ex.MEDIAPIPE_NOISE), run.stderr.decode(errors="replace")
+        assert run.stderr.splitlines() == [b"before the kit", b"written inside the block", b"after the kit"]
+
+
+def test_quiet_block_gives_back_every_other_line(capfd):
+    """Lines from this thread, another thread and a nested block come back in order; the noise does not;
+    file descriptor 2 is restored, also when the block raises."""
+    import threading
+
+    noise = (b"W0000 00:00:1796657936.186582    7942 inference_feedback_manager.cc:114] Feedback manager requires "
+             b"a model with a single signature inference. Disabling support for feedback tensors.\n")
+    before = os.fstat(2)
+    with ex.quiet_mediapipe():
+        os.write(2, b"one\n")
+        os.write(2, noise)
+        thread = threading.Thread(target=os.write, args=(2, b"two, from a thread\n"))
+        thread.start()
+        thread.join()
+        with ex.quiet_mediapipe():
+            os.write(2, b"three, nested\n" + ex.MEDIAPIPE_NOISE[0] + b"\n")
+        os.write(2, b"four, no newline")
+    assert capfd.readouterr().err == "one\ntwo, from a thread\nthree, nested\nfour, no newline"
+    with pytest.raises(KeyError), ex.quiet_mediapipe():
+        os.write(2, b"five\n")
+        raise KeyError("inside")
+    os.write(2, b"six\n")
+    assert capfd.readouterr().err == "five\nsix\n"
+    assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (before.st_ino, before.st_dev)
