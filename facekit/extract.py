@@ -283,11 +283,16 @@ def quiet_mediapipe():
             with contextlib.suppress(Exception):
                 stream.flush()
         try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all (a windowless process): nothing to hold back
+            held = tempfile.TemporaryFile()
+        except OSError:  # no writable temporary folder: let the lines through rather than fail
             yield
             return
-        held = tempfile.TemporaryFile()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a windowless process): nothing to hold back
+            held.close()
+            yield
+            return
         os.dup2(held.fileno(), 2)
         _quiet_depth = 1
         try:

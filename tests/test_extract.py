@@ -973,3 +973,16 @@ def test_quiet_block_gives_back_every_other_line(capfd):
     os.write(2, b"six\n")
     assert capfd.readouterr().err == "five\nsix\n"
     assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (before.st_ino, before.st_dev)
+
+
+def test_quiet_block_lets_lines_through_without_a_temporary_folder(capfd, monkeypatch):
+    """Where no temporary file can be made, the block holds nothing back and FaceMesh still starts."""
+    import tempfile
+
+    def refuse():
+        raise OSError("read-only temporary folder")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with ex.quiet_mediapipe():
+        os.write(2, b"passed straight through\n")
+    assert capfd.readouterr().err == "passed straight through\n"
