@@ -506,7 +506,9 @@ def _faces(frame: np.ndarray, mesh) -> list[np.ndarray]:
 
 
 def _first_faces(frame: np.ndarray, mesh) -> list[np.ndarray]:
-    """:func:`find_faces` until this process has found a face: MediaPipe warns once, at the first one."""
+    """:func:`find_faces` until this process has found a face: MediaPipe warns once, at the first one.
+
+    Each such frame pays for the block (0.16 ms here), a faceless live stream on every frame until a face shows."""
     global _FACE_SEEN
     with quiet_mediapipe():
         faces = _faces(frame, mesh)
