@@ -103,16 +103,6 @@ PAGE = """<html><body><script>%s
 </script></body></html>"""
 
 
-def poll(fn, what: str, timeout: float = 300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"no {what} after {timeout} s")
-
-
 def through_jupyterlab(tmp: Path, messages: int) -> dict:
     import nbformat
     from playwright.sync_api import sync_playwright
@@ -133,9 +123,9 @@ def through_jupyterlab(tmp: Path, messages: int) -> dict:
                 state = browser.open_notebook(page, lab, "echo.ipynb")
                 if state["errors"]:
                     raise RuntimeError("\n".join(state["errors"]))
-                out = poll(lambda: page.evaluate(browser.JS_EXECUTE, ["echo.ipynb", "print(echo.results)"])["out"].strip(),
-                           "answer from the notebook")
-                return json.loads(out)
+                done = browser.wait(page, browser.JS_EXECUTE, ["echo.ipynb", "print(echo.results)"],
+                                    lambda r: r["out"].strip(), 300, "the widget's measurements", poll=0.5)
+                return json.loads(done["out"])
             finally:
                 chromium.close()
     finally:
@@ -172,7 +162,8 @@ def raw_websocket(messages: int) -> dict:
         try:
             page = chromium.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
-            return poll(lambda: page.evaluate("() => window.results || null"), "answer from the page")
+            return browser.wait(page, "() => window.results || null", None, bool, 300, "the page's measurements",
+                                poll=0.5)
         finally:
             chromium.close()
 
