@@ -25,6 +25,8 @@ import hashlib
 import io
 import os
 import re
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -276,9 +278,6 @@ def quiet_mediapipe():
         if _quiet_depth:
             yield
             return
-        import sys
-        import tempfile
-
         for stream in (sys.stderr, sys.__stderr__):
             with contextlib.suppress(Exception):
                 stream.flush()
