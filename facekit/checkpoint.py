@@ -22,14 +22,16 @@ import numpy as np
 import torch
 
 from .labels import TASKS, task_classes
+from .measures import N_MEASURES, measures
 from .model import FusedMLP, ModelConfig, ResNetMLP
 from .normalize import MODES, NORMALISATION_VERSION, NormalizeSettings, normalize
 
 FORMAT = "facekit-checkpoint"
 FORMAT_VERSION = 1
-FEATURES = ("xyz", "xy")
-#: Model inputs per face for each feature layout: 478 landmarks × 3 or × 2.
-N_FEATURES = {"xyz": 478 * 3, "xy": 478 * 2}
+FEATURES = ("xyz", "xy", "measures")
+#: Model inputs per face for each feature set: 478 landmarks × 3 or × 2, or the 16 expression measures
+#: (:mod:`facekit.measures`).
+N_FEATURES = {"xyz": 478 * 3, "xy": 478 * 2, "measures": N_MEASURES}
 
 
 class CheckpointError(ValueError):
@@ -37,8 +39,11 @@ class CheckpointError(ValueError):
 
 
 def features(shapes: np.ndarray, kind: str = "xyz") -> np.ndarray:
-    """Normalised shapes (N, 478, 3) → model input (N, F) float32: ``xyz`` (1,434) or ``xy`` (956)."""
+    """Normalised shapes (N, 478, 3) → model input (N, F) float32: ``xyz`` (1,434), ``xy`` (956) or ``measures``
+    (the 16 expression measures of :func:`facekit.measures.measures`)."""
     shapes = np.asarray(shapes, dtype=np.float32)
+    if kind == "measures":
+        return measures(shapes)
     if kind == "xyz":
         return shapes.reshape(len(shapes), -1)
     if kind == "xy":
@@ -163,8 +168,8 @@ def _layout_problems(meta: dict) -> list[str]:
     if kind not in N_FEATURES:
         problems.append(f"features: file {kind!r}, this kit knows {FEATURES}")
     elif isinstance(config, dict) and config.get("n_features") != N_FEATURES[kind]:
-        problems.append(f"landmark layout: the model takes {config.get('n_features')} numbers per face, features "
-                        f"{kind!r} of 478 landmarks give {N_FEATURES[kind]}")
+        problems.append(f"feature layout: the model takes {config.get('n_features')} numbers per face, features "
+                        f"{kind!r} give {N_FEATURES[kind]}")
     if isinstance(config, dict) and isinstance(classes, list) and config.get("n_classes") != len(classes):
         problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
     # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
@@ -215,8 +220,13 @@ class Predictor:
             if reference is None:
                 raise ValueError("this checkpoint uses the personal-neutral protocol: pass the person's "
                                  "normalised neutral face as reference= (calibrate first)")
-            shapes = shapes - np.asarray(reference, np.float32)
-        x = features(shapes, self.feature_kind)
+            reference = np.asarray(reference, np.float32)
+            if self.feature_kind == "measures":  # the face's measures relative to the reference face's
+                x = features(shapes, "measures") - features(reference[None], "measures")
+            else:
+                x = features(shapes - reference, self.feature_kind)
+        else:
+            x = features(shapes, self.feature_kind)
         if self._fused is None:
             if next(self.model.parameters()).is_cuda:
                 return predict_proba(self.model, x)

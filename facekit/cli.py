@@ -463,9 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet-mlp", choices=("resnet-mlp", "logreg", "majority"))
     p.add_argument("--calibration", default="none", choices=("none", "personal-neutral"))
     p.add_argument("--policy", default="uploader", choices=("uploader", "majority", "unanimous"))
-    p.add_argument("--features", default="xyz", choices=("xyz", "xy"),
-                   help="landmark coordinates given to the models; with xyz the inner folds may still choose xy "
-                        "(see --layouts)")
+    p.add_argument("--features", default="xyz", choices=("xyz", "xy", "measures"),
+                   help="what the models are given: landmark coordinates (xyz, where the inner folds may still "
+                        "choose xy, see --layouts, or xy) or 16 expression measures, distances that facial actions "
+                        "change (measures; facekit.measures; mirroring then has nothing to add)")
     p.add_argument("--ensemble", type=int, default=1,
                    help="ResNet MLP: average this many networks (seeds) per fold, retrained on the chosen settings")
     p.add_argument("--layouts", default="auto",

@@ -30,6 +30,7 @@ from . import evaluate as ev
 from .calibration import identity_directions, personal_neutral, remove_directions
 from .checkpoint import features
 from .labels import EMOTIONS, apply_policy, encode_task, task_classes
+from .measures import N_MEASURES
 from .model import ModelConfig
 from .normalize import NormalizeSettings, normalize
 from .split import _draw_people, person_folds
@@ -114,11 +115,19 @@ def prepare(table: pd.DataFrame, landmarks: np.ndarray, protocol: Protocol = Pro
     persons = table.loc[keep, "person"].astype(str).to_numpy()
     rows = np.flatnonzero(keep)
     if protocol.calibration == "personal-neutral":
-        shapes, usable = personal_neutral(shapes, persons, lab == "중립")
+        delta, usable = personal_neutral(shapes, persons, lab == "중립")
         counts["n_uncalibrated"] = int((~usable).sum())
-        shapes, lab, persons, rows = shapes[usable], lab[usable], persons[usable], rows[usable]
+        shapes, delta = shapes[usable], delta[usable]
+        lab, persons, rows = lab[usable], persons[usable], rows[usable]
+        if protocol.features == "measures":
+            # the face's measures less its reference face's, as the Predictor does (the measures of a difference of
+            # two faces would mean nothing)
+            X = features(shapes, "measures") - features(shapes - delta, "measures")
+        else:
+            X = features(delta, protocol.features)
+    else:
+        X = features(shapes, protocol.features)
     y = encode_task(pd.Series(lab), protocol.task)
-    X = features(shapes, protocol.features)
     in_task = y >= 0
     other = ~in_task & ~pd.isna(lab)
     counts.update({"n_images": int(in_task.sum()), "n_people": int(len(np.unique(persons[in_task]))),
@@ -320,8 +329,15 @@ DEFAULT_LINEAR_PATH = "auto"
 MIRRORS = (True, False)
 
 
-def _mirrors(mirror) -> tuple[bool, ...]:
-    """``"auto"`` → both; ``"on"``/``True`` → mirrored copies only; ``"off"``/``False`` → none."""
+def _mirrors(mirror, n_features: int = 478 * 3) -> tuple[bool, ...]:
+    """``"auto"`` → both; ``"on"``/``True`` → mirrored copies only; ``"off"``/``False`` → none.  With features
+    that are their own mirror image (the expression measures) only none: ``"auto"`` has nothing to choose."""
+    if n_features == N_MEASURES:
+        if mirror in (True, "on", "true", "yes"):
+            raise ValueError("the expression measures (features 'measures') are the same for a face and its mirror "
+                             "image, so mirrored copies add nothing: use mirror 'auto' or 'off'")
+        _mirrors(mirror)  # still reject a value that is not a setting
+        return (False,)
     if mirror in (None, "auto"):
         return MIRRORS
     if mirror in (True, "on", "true", "yes"):
@@ -355,8 +371,8 @@ def _identity_fold(X_tr, X_va, strata, groups, dims: int, mirror_map=_mirror_fea
 
 
 def _layouts(layouts, n_features: int) -> tuple[str, ...]:
-    if n_features != 478 * 3:  # the protocol already chose ``xy``
-        return ("xy",) if n_features == 478 * 2 else ("xyz",)
+    if n_features != 478 * 3:  # the protocol already chose ``xy`` or the measures
+        return ("xy",) if n_features == 478 * 2 else ("measures",) if n_features == N_MEASURES else ("xyz",)
     if layouts in (None, "auto"):
         return LAYOUTS
     chosen = tuple(layouts.split(",")) if isinstance(layouts, str) else tuple(layouts)
@@ -475,7 +491,7 @@ class SelectedResNetMLP:
         best = None
         self.inner_curves_ = {}
         self.inner_scores_ = {}
-        layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror)
+        layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror, X.shape[1])
         # candidate families: (how the linear path is made, layouts, mirrorings, training config)
         families = []
         dims_grid = _identity_grid(self.identity_dims)
@@ -666,7 +682,7 @@ class SelectedLogReg:
             Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
             # each inner fold's identity directions, from its own training people, at the largest count asked
             sides = [_identity_fold(Xl[tr], Xl[va], strata[tr], groups[tr], max(dims_grid)) for tr, va in folds]
-            for mirror in _mirrors(self.mirror):
+            for mirror in _mirrors(self.mirror, X.shape[1]):
                 for dims in dims_grid:
                     for C in self.grid:
                         oof_y, oof_p = [], []
@@ -883,7 +899,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
                      "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
                      "ensemble": ensemble if model == "resnet-mlp" else None,
-                     "mirror": [bool(m) for m in _mirrors(mirror)] if model != "majority" else None,
+                     "mirror": [bool(m) for m in _mirrors(mirror, X.shape[1])] if model != "majority" else None,
                      "model_config": ([c.to_dict() for c in _model_configs(model_config)]
                                       if model == "resnet-mlp" else None),
                      "linear_path": (linear_path if model == "resnet-mlp"

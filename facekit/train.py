@@ -33,7 +33,8 @@ class TrainConfig:
     (``kit`` units: the face's centroid size is 1).  The original system used
     0.002 in its own units (largest nose-to-point distance = 1), which is about
     0.004–0.005 in kit units; the kit's default is that, rounded.
-    ``mirror`` adds horizontally flipped copies of the training faces.
+    ``mirror`` adds horizontally flipped copies of the training faces (landmark layouts only: the expression
+    measures of a face and of its mirror image are the same, so with them it adds nothing).
     ``linear_C``: with a model that has the linear path (``ModelConfig.linear_skip``),
     fit that path first, alone, as the L2-regularised logistic regression with this
     inverse strength C (scikit-learn's, class-balanced like the training, on the same
@@ -84,8 +85,16 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float
     return float(np.mean(recalls)) if recalls else float("nan")
 
 
+def mirrorable(x: np.ndarray) -> bool:
+    """Whether flipping the faces changes features ``x`` (N, F): landmark layouts (x, y[, z] per landmark) yes; the
+    expression measures (:mod:`facekit.measures`, left and right averaged) are their own mirror image."""
+    return x.shape[1] in (478 * 3, 478 * 2)
+
+
 def _mirror_features(x: np.ndarray) -> np.ndarray:
-    """Features of the horizontally flipped faces (layout x, y[, z] per landmark)."""
+    """Features of the horizontally flipped faces (layout x, y[, z] per landmark; the measures as they are)."""
+    if not mirrorable(x):
+        return np.array(x, copy=True)
     shape = x.reshape(len(x), 478, -1)[:, mirror_index(), :].copy()
     shape[..., 0] *= -1
     return shape.reshape(len(x), -1)
@@ -156,7 +165,7 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, y_va
     gen = torch.Generator().manual_seed(config.seed)
     x_train = np.asarray(x_train, np.float32)
     y_train = np.asarray(y_train, np.int64)
-    if config.mirror:
+    if config.mirror and mirrorable(x_train):
         x_train = np.concatenate([x_train, _mirror_features(x_train)])
         y_train = np.concatenate([y_train, y_train])
     model = ResNetMLP(model_config).to(device)

@@ -184,7 +184,7 @@ def _edited(tmp_path, edit) -> str:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(features="xy"), "landmark layout: the model takes 1434 numbers per face"),
+    (lambda m: m.update(features="xy"), "feature layout: the model takes 1434 numbers per face"),
     (lambda m: m["model_config"].update(n_features=468 * 3), "the model takes 1404 numbers"),
     (lambda m: m.update(classes=["neutral", "anxious", "happy"]), "2 outputs for 3 class names"),
     (lambda m: m.pop("classes"), r"meta lacks \['classes'\]"),
