@@ -110,6 +110,9 @@ def cmd_crossval(args) -> int:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
     if any(_identity_grid(args.identity_dims)) and args.extra_train:  # now, not after extracting the landmarks
         raise ValueError(IDENTITY_WITH_EXTRA)
+    if args.features == "measures" and args.mirror == "on":  # now, not after extracting the landmarks
+        raise ValueError("--mirror on adds mirrored copies of the training faces; the expression measures (--features "
+                         "measures) of a face and of its mirror image are the same: leave --mirror out")
     if args.train_on == "emotions" and args.task != "anxious-vs-rest":
         raise ValueError(f"--train-on emotions trains an anxious-vs-rest model on every emotion present; this run's "
                          f"task is {args.task!r}: give --task anxious-vs-rest (7class already trains on them)")

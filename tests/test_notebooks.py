@@ -48,6 +48,9 @@ def test_notebooks_run_in_order(data: str, tmp_path: Path):
         metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
         assert metrics["task"] == "binary" and metrics["label_policy"] == "uploader"
         assert {"split", "counts", "test", "comparison"} <= set(metrics)
+        # the baselines beside the model, on the same split: coordinates and the expression measures alike
+        assert {"majority class", "logistic regression", "logistic regression, expression measures",
+                "ResNet MLP, expression measures", "no skip connections"} <= set(metrics["comparison"])
         # the variants' rows were kept while they trained, and dropped once metrics.json held them
         assert not (tmp_path / "reports" / "comparison.partial").exists()
         assert not (tmp_path / "reports" / "protocols.partial").exists()
