@@ -34,7 +34,7 @@ from .measures import N_MEASURES
 from .model import ModelConfig
 from .normalize import NormalizeSettings, normalize
 from .split import _draw_people, person_folds
-from .train import TrainConfig, _mirror_features, fit, predict_proba, torch_threads
+from .train import TrainConfig, _mirror_features, fit, mirrorable, predict_proba, torch_threads
 
 MODELS = ("resnet-mlp", "logreg", "majority")
 CALIBRATIONS = ("none", "personal-neutral")
@@ -329,10 +329,11 @@ DEFAULT_LINEAR_PATH = "auto"
 MIRRORS = (True, False)
 
 
-def _mirrors(mirror, n_features: int = 478 * 3) -> tuple[bool, ...]:
+def _mirrors(mirror, flip_matters: bool = True) -> tuple[bool, ...]:
     """``"auto"`` → both; ``"on"``/``True`` → mirrored copies only; ``"off"``/``False`` → none.  With features
-    that are their own mirror image (the expression measures) only none: ``"auto"`` has nothing to choose."""
-    if n_features == N_MEASURES:
+    that are their own mirror image (``flip_matters`` false, :func:`facekit.train.mirrorable`: the expression
+    measures) only none: ``"auto"`` has nothing to choose."""
+    if not flip_matters:
         if mirror in (True, "on", "true", "yes"):
             raise ValueError("the expression measures (features 'measures') are the same for a face and its mirror "
                              "image, so mirrored copies add nothing: use mirror 'auto' or 'off'")
@@ -491,7 +492,7 @@ class SelectedResNetMLP:
         best = None
         self.inner_curves_ = {}
         self.inner_scores_ = {}
-        layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror, X.shape[1])
+        layouts, mirrors = _layouts(self.layouts, X.shape[1]), _mirrors(self.mirror, mirrorable(X))
         # candidate families: (how the linear path is made, layouts, mirrorings, training config)
         families = []
         dims_grid = _identity_grid(self.identity_dims)
@@ -682,7 +683,7 @@ class SelectedLogReg:
             Xe = None if extra is None else extra[0][:, _columns(layout, X.shape[1])]
             # each inner fold's identity directions, from its own training people, at the largest count asked
             sides = [_identity_fold(Xl[tr], Xl[va], strata[tr], groups[tr], max(dims_grid)) for tr, va in folds]
-            for mirror in _mirrors(self.mirror, X.shape[1]):
+            for mirror in _mirrors(self.mirror, mirrorable(X)):
                 for dims in dims_grid:
                     for C in self.grid:
                         oof_y, oof_p = [], []
@@ -899,7 +900,7 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
                      "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
                      "ensemble": ensemble if model == "resnet-mlp" else None,
-                     "mirror": [bool(m) for m in _mirrors(mirror, X.shape[1])] if model != "majority" else None,
+                     "mirror": [bool(m) for m in _mirrors(mirror, mirrorable(X))] if model != "majority" else None,
                      "model_config": ([c.to_dict() for c in _model_configs(model_config)]
                                       if model == "resnet-mlp" else None),
                      "linear_path": (linear_path if model == "resnet-mlp"
