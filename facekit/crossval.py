@@ -619,6 +619,16 @@ def _balanced_accuracy(y: np.ndarray, p: np.ndarray, positive: int | None) -> fl
     return ev.skm.balanced_accuracy_score(np.asarray(y) == positive, p.argmax(1) == positive)
 
 
+def _reported_configs(model_config, layouts, n_features: int, n_classes: int) -> list[dict]:
+    """The candidate configs as each fold's models are built from them: the width of the features they get (one
+    number, or one per layout where the inner folds choose between layouts) and the number of training classes,
+    not the template's placeholders."""
+    widths = sorted({int(np.arange(n_features)[_columns(layout, n_features)].size) for layout in layouts},
+                    reverse=True)
+    return [{**c.to_dict(), "n_features": widths[0] if len(widths) == 1 else widths, "n_classes": n_classes}
+            for c in _model_configs(model_config)]
+
+
 def _model_configs(model_config) -> tuple[ModelConfig, ...]:
     """One ModelConfig, or a sequence of them for the inner folds to choose from."""
     return (model_config,) if isinstance(model_config, ModelConfig) else tuple(model_config)
@@ -901,8 +911,8 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
                      "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
                      "ensemble": ensemble if model == "resnet-mlp" else None,
                      "mirror": [bool(m) for m in _mirrors(mirror, mirrorable(X))] if model != "majority" else None,
-                     "model_config": ([c.to_dict() for c in _model_configs(model_config)]
-                                      if model == "resnet-mlp" else None),
+                     "model_config": (_reported_configs(model_config, _layouts(layouts, X.shape[1]), X.shape[1],
+                                                        len(fit_classes)) if model == "resnet-mlp" else None),
                      "linear_path": (linear_path if model == "resnet-mlp"
                                      and any(c.has_linear_path for c in _model_configs(model_config)) else None),
                      "selection": "feature layout, mirroring, epochs/C and threshold chosen on inner person "

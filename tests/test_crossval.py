@@ -522,6 +522,8 @@ def test_train_on_emotions_trains_every_emotion_and_scores_anxious_against_the_r
     assert seen and all(n == 4 and len(classes) >= 3 for classes, n in seen), "a training call on two classes"
     assert result["classes"] == ["rest", "anxious"] and result["protocol"]["train_on"] == "emotions"
     assert result["protocol"]["training_classes"] == [EMOTIONS[e] for e in names]
+    if model == "resnet-mlp":  # the report gives the models' real width and classes, as the spy saw them
+        assert all(c["n_classes"] == 4 for c in result["protocol"]["model_config"])
     _check_result(result, data)
     assert all(f["threshold"] is not None for f in result["folds_detail"]) and 0 <= result["auc"] <= 1
     assert "false_alarm_neutral" in result
@@ -965,6 +967,8 @@ def test_cli_linear_path_and_min_recall(jaffe_cli, jaffe_root, tmp_path, capsys,
     configs = result["protocol"]["model_config"]
     configs = configs if isinstance(configs, list) else [configs]
     assert [c["linear_skip"] for c in configs] == linear_skips
+    # the widths the fold models were built with: the inner folds chose between xyz and xy
+    assert all(c["n_features"] == [1434, 956] and c["n_classes"] == 2 for c in configs)
     assert result["protocol"]["linear_path"] == linear_path
     assert all(f["linear_skip"] in linear_skips for f in result["folds_detail"])
     printed = capsys.readouterr().out

@@ -116,6 +116,8 @@ def test_crossval_on_measures(dataset):
         result = crossval(data, folds=4, model=model, inner_folds=2, progress=False, n_boot=20, **kw)
         assert result["protocol"]["features"] == "measures" and result["protocol"]["layouts"] == ["measures"]
         assert result["protocol"]["mirror"] == [False]
+        if model == "resnet-mlp":  # the configs as the fold models were built: 16 inputs, not the template's 1434
+            assert [c["n_features"] for c in result["protocol"]["model_config"]] == [16]
         assert all(f["mirror"] is False and f["layout"] == "measures"
                    for f in result["folds_detail"])
         # the synthetic fear faces raise brows, widen eyes and stretch lips, under person-to-person differences and
