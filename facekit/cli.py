@@ -104,7 +104,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    from .crossval import IDENTITY_WITH_EXTRA, _identity_grid
+    from .selection import IDENTITY_WITH_EXTRA, _identity_grid
 
     if args.extra_centre != "none" and not args.extra_train:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
@@ -158,7 +158,8 @@ def _reframe_draws(args, out: Path) -> int:
     goes on from them as a single run does: a kept fold is reused only for the same data, settings and code."""
     from datetime import datetime, timezone
 
-    from .crossval import ResultStore, draws_ensemble, read_predictions, spread
+    from .crossval import draws_ensemble, read_predictions, spread
+    from .jobs import ResultStore
 
     seeds = list(range(args.reframe_seed, args.reframe_seed + args.reframe_draws))
     paths = [draw_path(out, seed) for seed in seeds]
@@ -225,10 +226,11 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
     finished folds are removed once ``out`` is written, unless ``keep_folds`` (the caller removes them)."""
     from datetime import datetime, timezone
 
-    from .crossval import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD, Protocol,
-                           ResultStore, crossval, prepare, with_photo_columns)
+    from .crossval import Protocol, crossval, prepare, with_photo_columns
+    from .jobs import ResultStore
     from .model import ModelConfig
     from .normalize import NormalizeSettings
+    from .selection import DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, MIN_PER_CLASS_FOR_THRESHOLD
     from .train import TrainConfig
 
     store = ResultStore(fold_store_path(out))  # the finished folds, until the results are written
@@ -370,7 +372,7 @@ def _add_measure_args(p) -> None:
 
 def _c_grid(text: str) -> list[float]:
     """argparse type: a comma-separated list of positive numbers."""
-    from .crossval import c_grid_tuple
+    from .selection import c_grid_tuple
 
     try:
         return list(c_grid_tuple(t for t in text.split(",") if t.strip()))

@@ -16,7 +16,8 @@ import pandas as pd
 
 from . import evaluate as ev
 from .checkpoint import normalization_meta
-from .crossval import Prepared, Protocol, _threshold, check_learnable, prepare
+from .crossval import Prepared, Protocol, check_learnable, prepare
+from .selection import _threshold
 from .labels import EMOTIONS
 from .model import ModelConfig
 from .split import official_split, person_split
@@ -56,7 +57,7 @@ class Fitted:
 
 def _logreg_on_split(data: Prepared, tr: np.ndarray, va: np.ndarray):
     """Logistic regression on the train people with C chosen on the val people → (C, the fitted model)."""
-    from .crossval import SelectedLogReg
+    from .selection import SelectedLogReg
 
     best = None
     for C in SelectedLogReg.GRID:
@@ -102,7 +103,7 @@ def fit_on_split(data: Prepared, role: np.ndarray, kind: str = "resnet-mlp",
         history, selected = [], {"C": C}
         predict = model.predict_proba
     elif kind == "majority":
-        from .crossval import Majority
+        from .selection import Majority
 
         model = Majority(n_classes).fit(X[tr], y[tr], None)
         predict, history, selected = model.predict_proba, [], {"class": data.classes[model.class_]}
@@ -176,13 +177,13 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
     trains its folds: a variant gets the same data and seed wherever it runs, so with one thread
     each the table is the one-process table under one thread.  ``store``: a folder that keeps each
-    variant's row as it finishes (:class:`facekit.crossval.ResultStore`), so that the same call after an
+    variant's row as it finishes (:class:`facekit.jobs.ResultStore`), so that the same call after an
     interrupted one trains only the variants it lacks; a kept row is reused only where its variant, data,
     split, code and threads are this call's.  Remove the folder when the table is safe elsewhere.
     """
     from tqdm.auto import tqdm
 
-    from .crossval import ResultStore, fold_workers, run_kept
+    from .jobs import ResultStore, fold_workers, run_kept
 
     names = list(variants)
     n_workers, threads = fold_workers(workers, len(names), threads)

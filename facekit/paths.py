@@ -78,6 +78,6 @@ def check_writable(path: Path | str, folder: bool = False) -> Path:
 
 def fold_store_path(out: Path | str) -> Path:
     """The folder where ``python -m facekit crossval --out OUT`` keeps its finished folds until OUT is written
-    (:class:`facekit.crossval.ResultStore`)."""
+    (:class:`facekit.jobs.ResultStore`)."""
     out = Path(out).expanduser()
     return out.with_name(out.name + ".folds")

@@ -213,7 +213,7 @@ def test_min_recall_needs_a_two_class_model(binary):
 @pytest.mark.parametrize("model,kwargs", [("logreg", {"inner_folds": 2}), ("resnet-mlp", {"inner_folds": 1, **FAST_MLP})])
 def test_layout_choice(binary, model, kwargs):
     """xy models see only x and y, whatever the layout of X; a fixed layout is honoured."""
-    from facekit.crossval import make_model
+    from facekit.selection import make_model
 
     X, y, g = binary.X, binary.y, binary.groups
     only_xy = make_model(model, 2, inner_folds=kwargs["inner_folds"], layouts="xy",
@@ -230,8 +230,8 @@ def test_layout_choice(binary, model, kwargs):
 def test_mirroring_is_chosen_on_inner_folds(binary, model, kwargs, monkeypatch):
     """Both models try training with and without the faces' mirror images and keep what the inner folds
     prefer; a fixed choice is honoured, and mirroring really puts the mirrored faces in the training data."""
-    import facekit.crossval as cv
-    from facekit.crossval import make_model
+    import facekit.selection as sel
+    from facekit.selection import make_model
     from facekit.normalize import mirror
 
     X, y, g = binary.X, binary.y, binary.groups
@@ -241,7 +241,7 @@ def test_mirroring_is_chosen_on_inner_folds(binary, model, kwargs, monkeypatch):
         assert set(auto.inner_scores_) == {"xyz/mirror", "xyz/no-mirror"}
         assert auto.selected_["inner_val_bal_acc"] == max(auto.inner_scores_.values())
     seen = []
-    real_make = cv.SelectedLogReg._make
+    real_make = sel.SelectedLogReg._make
 
     def spy(self, C):
         clf = real_make(self, C)
@@ -249,7 +249,7 @@ def test_mirroring_is_chosen_on_inner_folds(binary, model, kwargs, monkeypatch):
         clf.fit = lambda Xf, yf: (seen.append(Xf), fit(Xf, yf))[1]
         return clf
 
-    monkeypatch.setattr(cv.SelectedLogReg, "_make", spy)
+    monkeypatch.setattr(sel.SelectedLogReg, "_make", spy)
     on = make_model("logreg", 2, inner_folds=2, layouts="xyz", mirror="on").fit(X, y, g)
     assert on.selected_["mirror"] is True and len(seen[-1]) == 2 * len(X)
     flipped = mirror(X.reshape(len(X), 478, 3)).reshape(len(X), -1)
@@ -333,7 +333,7 @@ def test_fold_store_keeps_finished_folds_and_goes_on_from_them(binary, model, kw
 
 def test_fold_store_key_holds_what_decides_a_fold(binary, dataset):
     """The key changes with any array, table, setting or the threads, and not otherwise."""
-    from facekit.crossval import job_key
+    from facekit.jobs import job_key
 
     X = binary.X[:10]
     job = (0, X, binary.y[:10], binary.groups[:10], X[:2], X[:0], 2, "resnet-mlp", dict(seed=0, ensemble=1))
@@ -377,9 +377,9 @@ def test_extra_training_people_train_every_fold_and_are_never_validated_or_teste
                                                                                   monkeypatch):
     """``extra``: every training side, inner and outer, holds all the extra photos; no validation side and no
     test fold holds any; every choice and number is still made on the data's own people."""
-    import facekit.crossval as cv
+    import facekit.selection as sel
 
-    cols = {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}  # the layouts' columns
+    cols = {478 * 3: slice(None), 478 * 2: sel._columns("xy", 478 * 3)}  # the layouts' columns
     extra_rows = {n: _row_set(others.X[:, c]) for n, c in cols.items()}
     data_rows = {n: _row_set(binary.X[:, c]) for n, c in cols.items()}
     seen = {"train": 0, "val": 0, "on": False}
@@ -397,9 +397,9 @@ def test_extra_training_people_train_every_fold_and_are_never_validated_or_teste
             assert _row_set(X_val) <= data_rows[n]
             seen["val"] += 1
 
-    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
-    monkeypatch.setattr(cv, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
-    monkeypatch.setattr(cv.SelectedLogReg, "_fit", lambda self, C, X, y, m: (check(X), real_logreg_fit(self, C, X, y, m))[1])
+    real_fit, real_logreg_fit = sel.fit, sel.SelectedLogReg._fit
+    monkeypatch.setattr(sel, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
+    monkeypatch.setattr(sel.SelectedLogReg, "_fit", lambda self, C, X, y, m: (check(X), real_logreg_fit(self, C, X, y, m))[1])
     plain = crossval(binary, folds=4, model=model, progress=False, n_boot=50, **kwargs)
     seen["on"] = True
     result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, extra=others, **kwargs)
@@ -428,12 +428,12 @@ def test_extra_centre_neutral_puts_each_sets_neutral_mean_on_each_training_sides
                                                                                      monkeypatch):
     """``extra_centre="neutral"``: on every training side, inner and outer, each extra set arrives moved by one
     vector so that its neutral faces' mean is that side's own neutral faces' mean; the held-out rows are not moved."""
-    import facekit.crossval as cv
+    import facekit.selection as sel
 
     n_extra = [len(others.y), len(far.y)]
     sources = {n: [e.X[:, c] for e in (others, far)] for n, c in
-               {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}.items()}
-    data_rows = {n: _row_set(binary.X[:, c]) for n, c in {478 * 3: slice(None), 478 * 2: cv._columns("xy", 478 * 3)}.items()}
+               {478 * 3: slice(None), 478 * 2: sel._columns("xy", 478 * 3)}.items()}
+    data_rows = {n: _row_set(binary.X[:, c]) for n, c in {478 * 3: slice(None), 478 * 2: sel._columns("xy", 478 * 3)}.items()}
     seen = {"sides": 0}
 
     def check(X_train, y_train, X_val=None):
@@ -452,9 +452,9 @@ def test_extra_centre_neutral_puts_each_sets_neutral_mean_on_each_training_sides
             assert _row_set(X_val) <= data_rows[n]
         seen["sides"] += 1
 
-    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
-    monkeypatch.setattr(cv, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, yt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
-    monkeypatch.setattr(cv.SelectedLogReg, "_fit",
+    real_fit, real_logreg_fit = sel.fit, sel.SelectedLogReg._fit
+    monkeypatch.setattr(sel, "fit", lambda xt, yt, xv, yv, *a, **k: (check(xt, yt, xv), real_fit(xt, yt, xv, yv, *a, **k))[1])
+    monkeypatch.setattr(sel.SelectedLogReg, "_fit",
                         lambda self, C, X, y, m: (check(X, y), real_logreg_fit(self, C, X, y, m))[1])
     result = crossval(binary, folds=4, model=model, progress=False, n_boot=50, extra=[others, far],
                       extra_centre="neutral", **kwargs)
@@ -501,12 +501,12 @@ def test_train_on_emotions_trains_every_emotion_and_scores_anxious_against_the_r
                                                                                     monkeypatch):
     """``train_on="emotions"``: every training call sees the emotions as classes of their own; the inner choice,
     the threshold and every number are anxious against the rest, on P(anxious)."""
-    import facekit.crossval as cv
+    import facekit.selection as sel
 
     data = prepare(*dataset, Protocol(task="anxious-vs-rest"))
     names = [e for e in EMOTIONS if e in set(data.emotion)]  # 기쁨, 분노, 불안, 중립
     seen = []
-    real_fit, real_logreg_fit = cv.fit, cv.SelectedLogReg._fit
+    real_fit, real_logreg_fit = sel.fit, sel.SelectedLogReg._fit
 
     def fit_spy(xt, yt, xv, yv, mc, *a, **k):
         seen.append((set(np.unique(yt)), mc.n_classes))
@@ -516,8 +516,8 @@ def test_train_on_emotions_trains_every_emotion_and_scores_anxious_against_the_r
         seen.append((set(np.unique(y)), self.n_classes))
         return real_logreg_fit(self, C, X, y, m)
 
-    monkeypatch.setattr(cv, "fit", fit_spy)
-    monkeypatch.setattr(cv.SelectedLogReg, "_fit", logreg_spy)
+    monkeypatch.setattr(sel, "fit", fit_spy)
+    monkeypatch.setattr(sel.SelectedLogReg, "_fit", logreg_spy)
     result = crossval(data, folds=4, model=model, progress=False, n_boot=50, train_on="emotions", **kwargs)
     assert seen and all(n == 4 and len(classes) >= 3 for classes, n in seen), "a training call on two classes"
     assert result["classes"] == ["rest", "anxious"] and result["protocol"]["train_on"] == "emotions"
@@ -535,7 +535,7 @@ def test_train_on_emotions_trains_every_emotion_and_scores_anxious_against_the_r
 
 def test_train_on_emotions_scores_the_anxious_probability(dataset):
     """The wrapped models give P(anxious) of the model trained on every emotion, and choose on anxious-vs-rest."""
-    from facekit.crossval import SelectedLogReg
+    from facekit.selection import SelectedLogReg
 
     data = prepare(*dataset, Protocol(task="anxious-vs-rest"))
     names = [e for e in EMOTIONS if e in set(data.emotion)]
@@ -637,7 +637,7 @@ def test_measurements_weighted_per_photo(binary):
     """``measurement_weight="photo"``: a photo's K + 1 measurements together weigh one photo in logistic regression's
     loss, so two more copies of the very same measurement change nothing (the same fitted model, choices and
     scores as without them), while weighed as rows they weaken the regularisation threefold."""
-    from facekit.crossval import SelectedLogReg
+    from facekit.selection import SelectedLogReg
 
     X, y = binary.X[:, :40], binary.y
     one = SelectedLogReg(2)._make(0.01).fit(X, y)[-1]
@@ -662,7 +662,7 @@ def test_measurements_weighted_per_photo(binary):
 def test_threshold_rule_counts_photos_not_measurements():
     """The validation threshold is chosen only on at least 20 photos of each class (else 0.5): three measurements
     of 15 photos are still 15 photos."""
-    from facekit.crossval import MIN_PER_CLASS_FOR_THRESHOLD, _threshold, _thresholds
+    from facekit.selection import MIN_PER_CLASS_FOR_THRESHOLD, _threshold, _thresholds
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 15)
@@ -678,7 +678,7 @@ def test_c_grid(binary, capsys):
     """``c_grid``: logistic regression's inner folds choose C among these values (also the MLP's fitted path's);
     the default grid given explicitly is the default run; a grid that is not positive numbers is refused."""
     from facekit import cli
-    from facekit.crossval import SelectedLogReg
+    from facekit.selection import SelectedLogReg
 
     kw = dict(folds=4, model="logreg", progress=False, n_boot=10, inner_folds=2, mirror="off", layouts="xy")
     one = crossval(binary, **kw, c_grid=[0.5])
@@ -698,7 +698,7 @@ def test_c_grid(binary, capsys):
 
 
 def test_fold_workers():
-    from facekit.crossval import fold_workers
+    from facekit.jobs import fold_workers
 
     assert fold_workers(1, 10) == (1, None)
     assert fold_workers(8, 3) == (3, 1)  # never more processes than folds; torch has 1 thread here
@@ -1048,7 +1048,7 @@ def test_cli_train_on_emotions(jaffe_cli, jaffe_root, tmp_path, capsys):
 def test_crossval_default_has_the_linear_path():
     import inspect
 
-    from facekit.crossval import DEFAULT_MODEL_CONFIG, SelectedResNetMLP, make_model
+    from facekit.selection import DEFAULT_MODEL_CONFIG, SelectedResNetMLP, make_model
 
     assert DEFAULT_MODEL_CONFIG.linear_skip and not ModelConfig().linear_skip  # ModelConfig() keeps old checkpoints
     for fn in (crossval, make_model, SelectedResNetMLP.__init__):
@@ -1056,7 +1056,7 @@ def test_crossval_default_has_the_linear_path():
 
 
 def test_inner_folds_choose_among_model_configs(binary):
-    from facekit.crossval import make_model
+    from facekit.selection import make_model
 
     configs = (FAST_MLP["model_config"], replace(FAST_MLP["model_config"], linear_skip=True))
     clf = make_model("resnet-mlp", 2, inner_folds=1, model_config=configs, mirror="on", linear_path="trained",
@@ -1074,7 +1074,7 @@ def test_inner_folds_choose_among_model_configs(binary):
 def test_fitted_linear_path_takes_what_logistic_regression_selects(binary):
     """``linear_path="fitted"``: the layout, mirroring and C are logistic regression's choice on the same inner
     folds; the epoch, 0 (the linear model alone) included, is chosen as before."""
-    from facekit.crossval import LINEAR_PATHS, SelectedLogReg, make_model
+    from facekit.selection import LINEAR_PATHS, SelectedLogReg, make_model
 
     mc = replace(FAST_MLP["model_config"], linear_skip=True)
     clf = make_model("resnet-mlp", 2, inner_folds=2, model_config=mc, train_config=FAST_MLP["train_config"],
@@ -1097,7 +1097,7 @@ def test_auto_linear_path_chooses_between_trained_and_fitted_on_the_inner_folds(
     """``linear_path="auto"`` (the default): the candidates of ``trained`` (layouts × mirrorings) and ``fitted``
     (logistic regression's layout, mirroring and C) are scored on the same inner folds, with the same scores
     as when each runs alone, and the best one is kept, frozen linear path and all when it is the fitted one."""
-    from facekit.crossval import DEFAULT_LINEAR_PATH, SelectedLogReg, make_model
+    from facekit.selection import DEFAULT_LINEAR_PATH, SelectedLogReg, make_model
 
     assert DEFAULT_LINEAR_PATH == "auto"
     mc = replace(FAST_MLP["model_config"], linear_skip=True)
@@ -1123,7 +1123,7 @@ def test_auto_linear_path_chooses_between_trained_and_fitted_on_the_inner_folds(
 
 
 def test_mlp_ensemble_averages_its_networks(binary):
-    from facekit.crossval import make_model
+    from facekit.selection import make_model
 
     clf = make_model("resnet-mlp", 2, inner_folds=1, ensemble=2, **FAST_MLP).fit(binary.X, binary.y, binary.groups)
     assert len(clf.models_) == 2 and clf.selected_["ensemble"] == 2
@@ -1136,9 +1136,10 @@ def test_identity_directions_come_from_each_training_side_alone(binary, monkeypa
     """``identity_dims``: every call that learns identity directions sees the people of the training side being
     fitted, never a held-out one: an inner fold's own training people, or the outer fold's for its final model."""
     import facekit.crossval as cv
+    import facekit.selection as sel
 
     calls, current = [], {}
-    real_fold, real_directions = cv._fit_fold, cv.identity_directions
+    real_fold, real_directions = cv._fit_fold, sel.identity_directions
 
     def fold_spy(k, X_tr, y_tr, g_tr, *a, **kw):
         current["people"], current["fold"] = set(g_tr), k
@@ -1152,7 +1153,7 @@ def test_identity_directions_come_from_each_training_side_alone(binary, monkeypa
         return real_directions(X, strata, persons, mirror)
 
     monkeypatch.setattr(cv, "_fit_fold", fold_spy)
-    monkeypatch.setattr(cv, "identity_directions", directions_spy)
+    monkeypatch.setattr(sel, "identity_directions", directions_spy)
     result = crossval(binary, folds=4, model="logreg", progress=False, n_boot=50, inner_folds=2,
                       identity_dims="auto")
     _check_result(result, binary)
@@ -1182,7 +1183,7 @@ def test_removing_identity_directions_ranks_faces_that_differ_by_person_along_th
     directions it ranks every fear photo above every neutral one."""
     from sklearn.metrics import roc_auc_score
 
-    from facekit.crossval import SelectedLogReg
+    from facekit.selection import SelectedLogReg
     from test_calibration import _identity_data
 
     X, y, persons, _ = _identity_data(n_people=6, noise=0.03, seed=2)
@@ -1201,7 +1202,7 @@ def test_removing_identity_directions_ranks_faces_that_differ_by_person_along_th
 @pytest.mark.parametrize("linear_path", ["trained", "auto"])
 def test_mlp_removes_the_identity_directions_logistic_regression_chooses(binary, linear_path):
     from facekit.calibration import identity_directions, remove_directions
-    from facekit.crossval import SelectedLogReg, make_model
+    from facekit.selection import SelectedLogReg, make_model
     from facekit.train import _mirror_features
 
     mc = replace(FAST_MLP["model_config"], linear_skip=True)
@@ -1227,7 +1228,7 @@ def test_mlp_removes_the_identity_directions_logistic_regression_chooses(binary,
 
 
 def test_identity_dims_where_they_cannot_apply_are_refused(binary, others):
-    from facekit.crossval import make_model
+    from facekit.selection import make_model
 
     with pytest.raises(ValueError, match="not combined with --extra-train"):
         crossval(binary, folds=4, model="logreg", progress=False, identity_dims="auto", extra=others)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from facekit.crossval import SelectedLogReg
+from facekit.selection import SelectedLogReg
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/cv")
 print("| data | task | protocol | model | folds | layouts chosen | photos / people | balanced acc. (95% CI by person) | accuracy "

@@ -26,7 +26,7 @@ for root in sys.argv[1:] or ["../shared/datasets/jaffe", "../shared/datasets/ckp
     own = np.stack([X[(g == p) & (y == 1)].mean(0) - X[(g == p) & (y == 0)].mean(0) for p in people])
     agree = (np.sign(own) == np.sign(own.mean(0))).mean(0)
     columns.append((Path(root).name, len(people), d, agree))
-print(f"| measure | " + " | ".join(f"{n}: d | {n}: share of its {k} people agreeing" for n, k, _, _ in columns) + " |")
+print("| measure | " + " | ".join(f"{n}: d | {n}: share of its {k} people agreeing" for n, k, _, _ in columns) + " |")
 print("|---|" + "---|---|" * len(columns))
 for i, name in enumerate(MEASURES):
     print(f"| {name} | " + " | ".join(f"{d[i]:+.2f} | {a[i]:.2f}" for _, _, d, a in columns) + " |")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from facekit.crossval import SelectedLogReg, spread
+from facekit.crossval import spread
+from facekit.selection import SelectedLogReg
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("files", nargs="+", help="crossval JSON files")

@@ -11,7 +11,6 @@ for weights/README.md.
 """
 import json
 import sys
-from dataclasses import replace
 
 import torch
 
