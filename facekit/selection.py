@@ -285,15 +285,7 @@ class SelectedResNetMLP:
                                     tcm)
         score, self.layout_, self.epoch_, oof_p, mc, self.config_index_, self.mirror_, tc = best
         self.linear_C_ = tc.linear_C if mc.has_linear_path else None
-        self.columns_ = _columns(self.layout_, X.shape[1])
-        y2, p2 = _one_vs_rest(oof_y, oof_p, self.positive)
-        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall, self.measurements)
-                                            if p2.shape[1] == 2 else (None, {}))
-        Xe = None if extra is None else extra[0][:, self.columns_]
-        Xc = X[:, self.columns_]
-        self.identity_dims_ = dims
-        self.directions_ = identity_directions(Xc, strata, groups, _mirror_features)[:, :dims] if dims else None
-        Xc = remove_directions(Xc, self.directions_)
+        Xc, Xe, threshold_extra = _settle(self, X, extra, oof_y, oof_p, strata, groups, dims)
         self.models_ = [fit(*_plus(Xc, y, Xe, extra), None, None, mc,
                             replace(tc, stop_epoch=self.epoch_, seed=self.random_state + k))[0]
                         for k in range(self.ensemble)]
@@ -317,6 +309,22 @@ class SelectedResNetMLP:
         Xc = remove_directions(X[:, self.columns_], self.directions_)
         p = np.mean([predict_proba(m, Xc) for m in self.models_], axis=0)
         return _one_vs_rest(None, p, self.positive)[1]
+
+
+def _settle(clf, X: np.ndarray, extra, oof_y, oof_p, strata, groups, dims: int):
+    """What both models do once the inner folds have chosen (``clf.layout_`` and the rest): set ``columns_``,
+    the threshold from the inner out-of-fold probabilities, ``identity_dims_`` and ``directions_`` (learnt on the
+    whole training part) → the training rows ready for the final fit (columns taken, directions removed), the
+    extra rows' columns, and the threshold rule's extra figures."""
+    clf.columns_ = _columns(clf.layout_, X.shape[1])
+    y2, p2 = _one_vs_rest(oof_y, oof_p, clf.positive)
+    clf.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], clf.min_recall, clf.measurements)
+                                       if p2.shape[1] == 2 else (None, {}))
+    Xc = X[:, clf.columns_]
+    clf.identity_dims_ = dims
+    clf.directions_ = identity_directions(Xc, strata, groups, _mirror_features)[:, :dims] if dims else None
+    Xe = None if extra is None else extra[0][:, clf.columns_]
+    return remove_directions(Xc, clf.directions_), Xe, threshold_extra
 
 
 def _plus(X: np.ndarray, y: np.ndarray, X_extra: np.ndarray | None, extra, rows=None) -> tuple[np.ndarray, np.ndarray]:
@@ -449,15 +457,8 @@ class SelectedLogReg:
                         candidates.append((score, layout, mirror, dims, C, oy, op))
         best = int(np.nanargmax([c[0] for c in candidates]))
         score, self.layout_, self.mirror_, self.identity_dims_, self.C_, oy, op = candidates[best]
-        self.columns_ = _columns(self.layout_, X.shape[1])
-        y2, p2 = _one_vs_rest(oy, op, self.positive)
-        self.threshold_, threshold_extra = (_thresholds(y2, p2[:, 1], self.min_recall, self.measurements)
-                                            if p2.shape[1] == 2 else (None, {}))
-        Xe = None if extra is None else extra[0][:, self.columns_]
-        Xc = X[:, self.columns_]
-        self.directions_ = (identity_directions(Xc, strata, groups, _mirror_features)[:, :self.identity_dims_]
-                            if self.identity_dims_ else None)
-        self.model_ = self._fit(self.C_, *_plus(remove_directions(Xc, self.directions_), y, Xe, extra), self.mirror_)
+        Xc, Xe, threshold_extra = _settle(self, X, extra, oy, op, strata, groups, self.identity_dims_)
+        self.model_ = self._fit(self.C_, *_plus(Xc, y, Xe, extra), self.mirror_)
         self.selected_ = {"layout": self.layout_, "mirror": self.mirror_, "C": self.C_, "threshold": self.threshold_,
                           "inner_val_bal_acc": float(score), **threshold_extra}
         if dims_grid != (0,):
