@@ -22,10 +22,10 @@ import pandas as pd
 from . import evaluate as ev
 from .calibration import personal_neutral
 from .checkpoint import features
+from .jobs import ResultStore, fold_workers, run_kept
 from .labels import EMOTIONS, apply_policy, encode_task, task_classes
 from .model import ModelConfig
 from .normalize import NormalizeSettings, normalize
-from .jobs import ResultStore, fold_workers, run_kept
 from .selection import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, IDENTITY_WITH_EXTRA, MIN_PER_CLASS_FOR_THRESHOLD,
                         SelectedLogReg, _identity_grid, _layouts, _mirrors, _model_configs, _reported_configs,
                         c_grid_tuple, make_model)

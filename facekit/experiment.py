@@ -17,9 +17,9 @@ import pandas as pd
 from . import evaluate as ev
 from .checkpoint import normalization_meta
 from .crossval import Prepared, Protocol, check_learnable, prepare
-from .selection import _threshold
 from .labels import EMOTIONS
 from .model import ModelConfig
+from .selection import _threshold
 from .split import official_split, person_split
 from .train import TrainConfig, fit, predict_proba
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .train import torch_threads
 
+
 def fold_workers(workers: int | None, n_folds: int, threads: int | None = None) -> tuple[int, int | None]:
     """(processes, torch threads in each) for training ``n_folds`` outer folds: ``workers`` processes
     (``None``: one per core), never more than the folds; with more than one, each process trains with
