@@ -8,6 +8,12 @@ from pathlib import Path
 
 from facekit.selection import SelectedLogReg
 
+
+def grid_label(grid, chosen: str = "") -> str:
+    """A --c-grid as the table names it, in a single run's row and a --reframe-draws summary's alike."""
+    return f"C grid {min(grid):g}–{max(grid):g} ({len(grid)} values{chosen})"
+
+
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/cv")
 print("| data | task | protocol | model | folds | layouts chosen | photos / people | balanced acc. (95% CI by person) | accuracy "
       "| recall (neutral or rest / anxious) | AUC | false alarms on other emotions | minutes |")
@@ -23,9 +29,9 @@ for path in sorted(folder.glob("*.json")):
         flags = "".join(f" --{k.replace('_', '-')} {a[k]}" for k, default in (
             ("linear_path", None), ("identity_dims", "off"), ("remeasure", 1), ("train_on", "task"),
             ("calibration", "none"), ("mirror", "auto"), ("seed", 0), ("train_reframes", 0),
-            ("train_reframes_weight", "row")) if k in a and a[k] != default)
-        if a.get("c_grid"):  # --c-grid C,C,…
-            flags += " --c-grid " + ",".join(f"{c:g}" for c in a["c_grid"])
+            ("train_reframes_weight", "row"), ("features", "xyz")) if k in a and a[k] != default)
+        if a.get("c_grid") and tuple(a["c_grid"]) != SelectedLogReg.GRID:  # --c-grid C,C,…, as a single run's row says
+            flags += f", {grid_label(a['c_grid'])}"
         print(f"| {Path(r['data']).name} | {r['task']} | — | {r['model']}{flags}, re-framed by at most {r['reframe']} px: "
               f"{b['n']} draws (seeds {r['reframe_seeds'][0]}–{r['reframe_seeds'][-1]}) | — | — | — "
               f"| {b['mean']:.3f}{sd} ({b['min']:.3f}–{b['max']:.3f}){ens} | — | — "
@@ -67,7 +73,7 @@ for path in sorted(folder.glob("*.json")):
     if grid and tuple(grid) != SelectedLogReg.GRID:  # --c-grid: the Cs the inner folds chose among (logistic regression's
         cs = [f.get("C") for f in r.get("folds_detail", []) if f.get("C") is not None]  # own, or the fitted path's)
         chosen_cs = "; chosen " + ", ".join(f"{c:g}: {cs.count(c)}" for c in sorted(set(cs))) if cs else ""
-        model += f", C grid {min(grid):g}–{max(grid):g} ({len(grid)} values{chosen_cs})"
+        model += f", {grid_label(grid, chosen_cs)}"
     chosen = [f.get("layout") for f in r.get("folds_detail", []) if f.get("layout")]
     layouts = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen), reverse=True)) or "—"
     minutes = f"{r['runtime_s'] / 60:.1f}"
