@@ -199,7 +199,7 @@ def _reframe_draws(args, out: Path) -> int:
         sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
         return f"{s['mean']:.3f}{sd} ({s['min']:.3f}–{s['max']:.3f})"
 
-    print(f"{args.model}, {args.task}, re-framed by at most {args.reframe} px, {len(seeds)} draws (--reframe-seed "
+    print(f"{_run_name(args)}, {args.task}, re-framed by at most {args.reframe} px, {len(seeds)} draws (--reframe-seed "
           f"{seeds[0]}–{seeds[-1]}): balanced accuracy {line('balanced_accuracy')}, AUC {line('auc')}"
           + "".join(f", recall {name[7:]} {line(name)}" for name in columns if name.startswith("recall_"))
           + (f", false alarms on other expressions {line('false_alarm_other')}" if "false_alarm_other" in columns else ""))
@@ -289,7 +289,7 @@ def _crossval_run(args, out: Path, keep_folds: bool = False) -> tuple[int, dict 
     if not keep_folds:
         store.clear()
     recall = ", ".join(f"{k} {v:.3f}" for k, v in result["recall"].items())
-    print(f"{args.model}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
+    print(f"{_run_name(args)}, {args.task}, folds {args.folds}: balanced accuracy {result['balanced_accuracy']:.3f}, "
           f"accuracy {result['accuracy']:.3f}, recall {recall}, AUC {result['auc']:.3f} "
           f"({result['n_images']} photos of {result['n_people']} people, {result['n_failed']} without landmarks)")
     if result.get("false_alarm_other") is not None:
@@ -368,6 +368,13 @@ def _add_measure_args(p) -> None:
     p.add_argument("--reframe", type=_natural, default=0, metavar="PX", help=REFRAME_HELP)
     p.add_argument("--reframe-seed", type=_natural, default=0, metavar="N",
                    help="the seed of --reframe's offsets (each seed one draw of them)")
+
+
+def _run_name(args) -> str:
+    """The model and, where they are not the default coordinates, the features, as a run's printed summary names
+    them (a log of several runs then says which is which)."""
+    return args.model + {"xy": " on the x, y coordinates", "measures": " on the expression measures"}.get(
+        args.features, "")
 
 
 def _c_grid(text: str) -> list[float]:

@@ -193,7 +193,7 @@ def test_cli_crossval_on_jaffe_measures(jaffe_root, tmp_path, capsys):
     assert 0 <= result["balanced_accuracy"] <= 1 and result["protocol"]["mirror"] == [False]
     people = [set(f["test_people"]) for f in result["folds_detail"]]
     assert sum(map(len, people)) == 10 and set.union(*people) == {p["person"] for p in result["per_person"]}
-    capsys.readouterr()
+    assert "logreg on the expression measures, binary, folds 3: balanced accuracy" in capsys.readouterr().out
     refused = tmp_path / "refused.json"
     assert cli.main(["crossval", str(jaffe_root), "--features", "measures", "--mirror", "on", "--out", str(refused)]) == 2
     assert "leave --mirror out" in capsys.readouterr().err and not refused.exists()
