@@ -408,14 +408,15 @@ def crossval(data: Prepared, folds="loso", model: str = "resnet-mlp", seed: int 
     # with per-fold thresholds the hard predictions are the folds' own
     report_pred = _report_from_pred(y, pred, prob, data.classes)
     report.update(report_pred)
+    run_layouts = _layouts(layouts, X.shape[1]) if model != "majority" else None  # the baseline uses no features
     result = {
         "task": data.protocol.task, "classes": list(data.classes), "model": model,
         "protocol": {**data.protocol.to_dict(), "folds": str(folds), "inner_folds": inner_folds,
-                     "layouts": list(_layouts(layouts, X.shape[1])) if model != "majority" else None,
+                     "layouts": list(run_layouts) if model != "majority" else None,
                      "ensemble": ensemble if model == "resnet-mlp" else None,
                      "mirror": [bool(m) for m in _mirrors(mirror, mirrorable(X))] if model != "majority" else None,
-                     "model_config": (_reported_configs(model_config, _layouts(layouts, X.shape[1]), X.shape[1],
-                                                        len(fit_classes)) if model == "resnet-mlp" else None),
+                     "model_config": (_reported_configs(model_config, run_layouts, X.shape[1], len(fit_classes))
+                                      if model == "resnet-mlp" else None),
                      "linear_path": (linear_path if model == "resnet-mlp"
                                      and any(c.has_linear_path for c in _model_configs(model_config)) else None),
                      "selection": "feature layout, mirroring, epochs/C and threshold chosen on inner person "
