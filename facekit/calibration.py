@@ -1,12 +1,14 @@
 """The **personal-neutral** protocol: each face seen relative to its person's own neutral face.
 
-For every photo, the reference is the mean normalised shape of the *other*
-neutral photos of the same person (never the photo itself), and the model sees
-``shape − reference``.  A photo whose person has no other neutral photo cannot be
-calibrated and is left out (and counted).  This is a different protocol from the
-plain one, answering a different question ("given a few neutral photos of this
-person, is this one anxious?"); it is always reported beside the plain protocol,
-never instead of it.  The live demo's Calibrate button is the same idea.
+The model sees ``shape − reference``, where a photo's reference is the mean normalised shape of some of the
+same person's neutral photos, never the photo itself.  Every scored photo's reference averages the same number
+of them, n − 1 of the person's n: a neutral photo's reference is all the others, any other photo's all but one.
+Equal sizes matter: a mean of n photos is steadier than a mean of n − 1, so a reference of all n for the
+non-neutral photos would let the size of the difference alone tell them from the neutral ones, with no
+expression in it (TRAINING_DETAIL section 5).  A person with fewer than two neutral photos has no photo scored
+(counted as uncalibrated).  This is a different protocol from the plain one, answering a different question
+("given a few neutral photos of this person, is this one anxious?"); it is always reported beside the plain
+protocol, never instead of it.  The live demo's Calibrate button is the same idea.
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import numpy as np
 def personal_neutral(shapes: np.ndarray, persons, is_neutral) -> tuple[np.ndarray, np.ndarray]:
     """(delta shapes (N, 478, 3) float32, usable (N,) bool).
 
-    shapes: (N, 478, 3) normalised; persons: (N,) person ids; is_neutral: (N,) bool,
-    the photos that may serve as a reference (neutral under the label policy).
+    shapes: (N, 478, 3) normalised; persons: (N,) person ids; is_neutral: (N,) bool, the photos that may serve as
+    a reference (neutral under the label policy).  For a person with n ≥ 2 neutral photos, a neutral photo's
+    reference is the mean of the other n − 1; the k-th of the person's other photos (in row order) leaves out their
+    (k mod n)-th neutral photo instead, so the left-out photo goes round and every reference averages n − 1 photos.
+    Rows of people with fewer than two neutral photos are NaN and not usable.
     """
     shapes = np.asarray(shapes, dtype=np.float64)
     persons = np.asarray(persons)
@@ -27,17 +32,15 @@ def personal_neutral(shapes: np.ndarray, persons, is_neutral) -> tuple[np.ndarra
     for person in np.unique(persons):
         rows = np.flatnonzero(persons == person)
         neutral = rows[is_neutral[rows]]
-        if len(neutral) == 0:
+        n = len(neutral)
+        if n < 2:
             continue
         total = shapes[neutral].sum(axis=0)
-        for i in rows:
-            own = is_neutral[i]
-            n = len(neutral) - int(own)
-            if n == 0:
-                continue
-            ref = (total - shapes[i]) / n if own else total / n  # leave the photo itself out
-            out[i] = shapes[i] - ref
-            usable[i] = True
+        left_out = {i: i for i in neutral}  # a neutral photo leaves itself out …
+        left_out.update({i: neutral[k % n] for k, i in enumerate(rows[~is_neutral[rows]])})  # … the others by turns
+        for i, j in left_out.items():
+            out[i] = shapes[i] - (total - shapes[j]) / (n - 1)
+        usable[rows] = True
     return out.astype(np.float32), usable
 
 

@@ -1,4 +1,5 @@
-"""Personal-neutral calibration: the reference of a photo never includes the photo itself."""
+"""Personal-neutral calibration: the reference of a photo never includes the photo itself, and every scored
+photo's reference averages as many neutral photos as every other of that person's."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,64 +10,74 @@ from facekit.calibration import personal_neutral, reference_shape
 
 @pytest.fixture
 def photos():
-    """Distinct random shapes for three people, rows interleaved:
-    ``a`` has 3 neutral + 2 other photos, ``b`` 1 neutral + 2 other, ``c`` no neutral photo."""
-    persons = np.array(["a", "b", "a", "c", "a", "b", "a", "c", "b", "a"])
-    neutral = np.array([1, 1, 0, 0, 1, 0, 1, 0, 0, 0], bool)
+    """Distinct random shapes for four people, rows interleaved: ``a`` has 3 neutral + 2 other photos, ``b`` 1
+    neutral + 2 other, ``c`` no neutral photo, ``d`` 2 neutral + 3 other."""
+    persons = np.array(["a", "b", "a", "c", "a", "b", "a", "c", "b", "a", "d", "d", "d", "d", "d"])
+    neutral = np.array([1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0], bool)
     shapes = np.random.default_rng(0).normal(size=(len(persons), 478, 3)).astype(np.float32)
     return shapes, persons, neutral
 
 
-def test_delta_is_shape_minus_mean_of_the_other_neutral_photos(photos):
+def _references(delta, shapes, usable):
+    """Which photos each usable row's reference averaged, and with what weight, read back from the delta of
+    shapes that are unit vectors (row i: 1 at flat position i, 0 elsewhere)."""
+    ref = shapes.reshape(len(shapes), -1) - delta.reshape(len(delta), -1)
+    return {i: {int(j): round(float(ref[i, j]), 5) for j in np.flatnonzero(np.abs(ref[i, :len(shapes)]) > 1e-6)}
+            for i in np.flatnonzero(usable)}
+
+
+def test_every_reference_is_n_minus_1_of_the_persons_neutral_photos_never_the_photo(photos):
+    _, persons, neutral = photos
+    shapes = np.zeros((len(persons), 478, 3), np.float32)
+    shapes.reshape(len(persons), -1)[np.arange(len(persons)), np.arange(len(persons))] = 1.0
+    delta, usable = personal_neutral(shapes, persons, neutral)
+    refs = _references(delta, shapes, usable)
+    assert set(refs) == set(np.flatnonzero(np.isin(persons, ["a", "d"])))
+    for i, ref in refs.items():
+        own = np.flatnonzero((persons == persons[i]) & neutral)
+        assert set(ref) <= set(own) and i not in ref
+        assert len(ref) == len(own) - 1 and all(w == round(1 / (len(own) - 1), 5) for w in ref.values())
+    # a neutral photo leaves out itself; the other photos leave out the person's neutral photos by turns
+    a_n, d_n = np.flatnonzero((persons == "a") & neutral), np.flatnonzero((persons == "d") & neutral)
+    assert [sorted(set(a_n) - set(refs[i])) for i in (2, 9)] == [[a_n[0]], [a_n[1]]]
+    assert [sorted(set(d_n) - set(refs[i])) for i in (10, 12, 14)] == [[d_n[0]], [d_n[1]], [d_n[0]]]
+
+
+def test_delta_is_shape_minus_reference(photos):
     shapes, persons, neutral = photos
     delta, usable = personal_neutral(shapes, persons, neutral)
     assert delta.shape == shapes.shape and delta.dtype == np.float32
     a_neutral = np.flatnonzero((persons == "a") & neutral)
-    for i in np.flatnonzero(persons == "a"):
-        others = [j for j in a_neutral if j != i]
-        expected = shapes[i] - shapes[others].mean(axis=0)
-        np.testing.assert_allclose(delta[i], expected, rtol=0, atol=1e-5)
-        assert usable[i]
-    # a neutral photo is never compared with a reference that contains itself
     for i in a_neutral:
-        with_itself = shapes[i] - shapes[a_neutral].mean(axis=0)
-        assert not np.allclose(delta[i], with_itself, atol=1e-3)
+        others = [j for j in a_neutral if j != i]
+        np.testing.assert_allclose(delta[i], shapes[i] - shapes[others].mean(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(delta[2], shapes[2] - shapes[a_neutral[1:]].mean(axis=0), rtol=0, atol=1e-5)
 
 
-def test_changing_a_photo_does_not_move_its_own_reference(photos):
-    shapes, persons, neutral = photos
-    before, _ = personal_neutral(shapes, persons, neutral)
-    moved = shapes.copy()
-    moved[0] += 1.0  # row 0 is a neutral photo of a
-    after, _ = personal_neutral(moved, persons, neutral)
-    np.testing.assert_allclose(after[0] - before[0], 1.0, atol=1e-5)
-    # … but it is part of the reference of every other photo of a, and of nobody else's
-    for i in np.flatnonzero(persons == "a")[1:]:
-        shift = 1.0 / (3 - int(neutral[i]))  # a's other neutral photos, or all 3
-        np.testing.assert_allclose(after[i] - before[i], -shift, atol=1e-5)
-    rest = persons != "a"
-    np.testing.assert_array_equal(np.isnan(after[rest]), np.isnan(before[rest]))
-    ok = rest & ~np.isnan(before).any(axis=(1, 2))
-    np.testing.assert_array_equal(after[ok], before[ok])
+def test_the_size_of_the_delta_does_not_tell_the_class():
+    """Faces that differ by person and by photo-to-photo jitter only, with no expression at all: the size of a
+    photo's delta must not tell a neutral photo from another.  (With a reference of all n neutral photos for the
+    others and n − 1 for the neutral ones, it did: AUC 1.00 with two neutral photos a person.)"""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n_people, n_neutral, n_other = 300, 2, 2
+    per = n_neutral + n_other
+    persons = np.repeat(np.arange(n_people), per)
+    neutral = np.tile(np.arange(per) < n_neutral, n_people)
+    shapes = rng.normal(size=(n_people, 1, 478, 3)) + 0.1 * rng.normal(size=(n_people, per, 478, 3))
+    delta, usable = personal_neutral(shapes.reshape(-1, 478, 3).astype(np.float32), persons, neutral)
+    assert usable.all()
+    size = np.square(delta.astype(np.float64)).sum(axis=(1, 2))
+    assert abs(roc_auc_score(~neutral, size) - 0.5) < 0.05
 
 
-def test_single_neutral_photo_serves_the_others_only(photos):
-    shapes, persons, neutral = photos
-    delta, usable = personal_neutral(shapes, persons, neutral)
-    b = np.flatnonzero(persons == "b")
-    own = b[neutral[b]][0]
-    assert not usable[own] and np.isnan(delta[own]).all()
-    for i in b[~neutral[b]]:
-        assert usable[i]
-        np.testing.assert_allclose(delta[i], shapes[i] - shapes[own], rtol=0, atol=1e-6)
-
-
-def test_people_without_neutral_photos_are_unusable(photos):
+def test_people_with_fewer_than_two_neutral_photos_are_unusable(photos):
     shapes, persons, neutral = photos
     delta, usable = personal_neutral(shapes, persons, neutral)
-    c = persons == "c"
-    assert not usable[c].any() and np.isnan(delta[c]).all()
-    assert usable.sum() == 5 + 2  # all of a, b's two other photos
+    few = np.isin(persons, ["b", "c"])  # b has one neutral photo: it has no other to compare with, nor may theirs
+    assert not usable[few].any() and np.isnan(delta[few]).all()
+    assert usable.sum() == 5 + 5 and not np.isnan(delta[usable]).any()
 
 
 def test_reference_shape():

@@ -720,21 +720,23 @@ def test_loso(binary):
 def test_personal_neutral_protocol(dataset):
     table, landmarks = dataset
     table = table.copy()
-    # syn-0000 keeps a single neutral photo: it cannot be calibrated, their other photos can
+    # syn-0000 keeps a single neutral photo: with no second one to compare it with, none of their 8 photos is scored
     table.loc[(table["person"] == "syn-0000") & table["photo_id"].isin([1, 2]), "emotion"] = "슬픔"
     data = prepare(table, landmarks, Protocol(task="binary", calibration="personal-neutral"))
-    assert data.counts["n_uncalibrated"] == 1
-    assert data.counts["per_class"] == {"neutral": 21, "anxious": 24}
+    assert data.counts["n_uncalibrated"] == 8
+    assert data.counts["per_class"] == {"neutral": 21, "anxious": 21} and "syn-0000" not in set(data.groups)
     settings = NormalizeSettings("kit", align=True)
     shapes = normalize(landmarks, settings)
     person = table["person"].to_numpy()
     neutral = (table["emotion"] == "중립").to_numpy()
     for k in np.flatnonzero(data.y == 1)[:3]:
         row = data.rows[k]
-        ref = shapes[neutral & (person == person[row])].mean(axis=0)
+        # the person's neutral photos but one: the non-neutral photos leave them out by turns, in row order
+        own, rest = (np.flatnonzero((person == person[row]) & m) for m in (neutral, ~neutral))
+        ref = shapes[np.delete(own, list(rest).index(row) % len(own))].mean(axis=0)
         np.testing.assert_allclose(data.X[k], features((shapes[row] - ref)[None])[0], atol=1e-5)
     result = crossval(data, folds=4, model="majority", progress=False, n_boot=20)
-    assert result["protocol"]["calibration"] == "personal-neutral" and result["n_uncalibrated"] == 1
+    assert result["protocol"]["calibration"] == "personal-neutral" and result["n_uncalibrated"] == 8
     with pytest.raises(ValueError, match="calibration"):
         prepare(table, landmarks, Protocol(calibration="per-photo"))
 

@@ -128,8 +128,8 @@ def test_crossval_on_measures(dataset):
 
 
 def test_personal_neutral_on_measures_is_the_measures_less_the_reference_faces(dataset, tmp_path):
-    """Calibrated, a face's input is its measures less those of the mean of its person's other neutral faces, in
-    cross-validation and in a checkpoint's Predictor alike."""
+    """Calibrated, a face's input is its measures less those of its reference (the mean of n − 1 of its person's
+    n neutral faces), in cross-validation and in a checkpoint's Predictor alike."""
     table, landmarks = dataset
     data = prepare(table, landmarks, Protocol(task="binary", features="measures", calibration="personal-neutral"))
     shapes = normalize(landmarks, NormalizeSettings("kit", align=True))
@@ -137,7 +137,8 @@ def test_personal_neutral_on_measures_is_the_measures_less_the_reference_faces(d
     neutral = (table["emotion"] == "중립").to_numpy()
     k = int(np.flatnonzero(data.y == 1)[0])
     row = data.rows[k]
-    reference = shapes[neutral & (person == person[row])].mean(axis=0)
+    own, rest = (np.flatnonzero((person == person[row]) & m) for m in (neutral, ~neutral))
+    reference = shapes[np.delete(own, list(rest).index(row) % len(own))].mean(axis=0)  # all but one, by turns
     expected = fm.measures(shapes[row][None])[0] - fm.measures(reference[None])[0]
     np.testing.assert_allclose(data.X[k], expected, atol=1e-5)
     assert np.abs(data.X[k]).max() < 1  # differences of measures, not measures of a difference
