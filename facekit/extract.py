@@ -211,10 +211,8 @@ def decode(data: bytes, draft_long_side: int | None = None, box=None,
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad photo, not a crash
         raise PhotoError("unreadable", f"cannot open image: {exc}") from None
     try:
-        width, height = img.size
         orientation = img.getexif().get(0x0112, 1)
-        if orientation in (5, 6, 7, 8):
-            width, height = height, width
+        width, height = img.size[::-1] if orientation in (5, 6, 7, 8) else img.size
         is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with extra images after the first
         scale = jpeg_scale(img.size, draft_long_side, box, min_face_side) if is_jpeg else 1
         if is_jpeg and img.mode == "RGB":
@@ -224,8 +222,13 @@ def decode(data: bytes, draft_long_side: int | None = None, box=None,
         if scale > 1:
             img.draft("RGB", (max(1, img.size[0] // scale), max(1, img.size[1] // scale)))
         img.load()
+        # Read the tag again: some loaders turn the photo upright themselves and drop it (Pillow's TIFF loader,
+        # whose size is upright from the start), and turning it once more would lay the face on its side.
+        orientation = img.getexif().get(0x0112, 1)
         if orientation in _UPRIGHT:
             img = img.transpose(_UPRIGHT[orientation])
+        if scale == 1:
+            width, height = img.size
         if img.mode != "RGB":
             img = img.convert("RGB")
         rgb = np.asarray(img)  # one copy; exif_transpose and convert("RGB") would each add another
@@ -757,9 +760,15 @@ def _box_suffixes(rows: pd.DataFrame) -> list[str]:
     return ["" if b is None else "|" + ",".join(f"{v:.0f}" for v in b) for b in _boxes(rows)]
 
 
+def _revision(member: str) -> str:
+    """A key suffix for the kinds of photo whose decoding changed since ``CACHE_VERSION``, so that only they are
+    extracted again: TIFFs ("|tiff2": an EXIF-turned TIFF was turned twice before 2026-12-07)."""
+    return "|tiff2" if member.lower().endswith((".tif", ".tiff")) else ""
+
+
 def _content_keys(rows: pd.DataFrame) -> list[str]:
     """Cache key per photo: its content (ZIP CRC and size, or file size and mtime) and labelled box."""
-    boxes = _box_suffixes(rows)
+    boxes = [x + _revision(m) for m, x in zip(rows["member"], _box_suffixes(rows))]
     if "crc" in rows and rows["crc"].notna().all():
         return [f"{m}|{int(c)}|{int(b)}{x}" for m, c, b, x in zip(rows["member"], rows["crc"], rows["bytes"], boxes)]
     mtime = rows["mtime_ns"] if "mtime_ns" in rows else pd.Series(0, index=rows.index)
@@ -771,7 +780,7 @@ _CRC_MARK = "|crc32="
 
 
 def _crc_key(member: str, nbytes: int, crc: int, box_suffix: str) -> str:
-    return f"{member}|{int(nbytes)}{_CRC_MARK}{int(crc):08x}{box_suffix}"
+    return f"{member}|{int(nbytes)}{_CRC_MARK}{int(crc):08x}{box_suffix}{_revision(member)}"
 
 
 def _file_crc(path: Path) -> int | None:

@@ -174,6 +174,25 @@ def test_cmyk_jpeg_goes_to_pillow(upright, cv2_calls):
     assert cv2_calls == []
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "WEBP"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_of_other_formats_comes_out_upright(upright, orientation, fmt, cv2_calls):
+    """Lossless TIFF, PNG and WebP stored turned with an EXIF Orientation tag decode to the upright pixels at the
+    upright size.  (Pillow's TIFF loader turns the photo upright itself and drops the tag: turning it again laid
+    the face on its side, with width and height swapped.)"""
+    im = Image.fromarray(upright)
+    if STORE[orientation] is not None:
+        im = im.transpose(STORE[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+    rgb, w, h = decode(buf.getvalue(), 400)
+    assert (w, h) == (W, H)
+    np.testing.assert_array_equal(rgb, upright, f"{fmt}, EXIF {orientation}")
+    assert cv2_calls == []
+
+
 def test_png_and_not_an_image(upright, cv2_calls):
     buf = io.BytesIO()
     Image.fromarray(upright).save(buf, "PNG")
