@@ -716,7 +716,7 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
     after a copy that changed its mtime.  Runs in any process; opens the container itself so only names
     cross the wire (and keeps a ZIP open for the next chunk of it, :func:`_open_archive`).  Failures to read the container (a cut-off
     copy, a network drive) are not cacheable: they say nothing about the photo and are retried on the
-    next run.
+    next run; nor are errors other than a :class:`PhotoError` (FaceMesh's, memory), for the same reason.
     """
     tune_allocator()
     out = []
@@ -741,7 +741,10 @@ def _extract_chunk(container: str, members: list[str], settings: ExtractSettings
         except PhotoError as err:
             out.append((member, err.status, err.reason, None, 0, 0, True, crc))
         except Exception as exc:  # noqa: BLE001 - one bad member never stops a run
-            out.append((member, "unreadable", f"{type(exc).__name__}: {exc}", None, 0, 0, True, crc))
+            # Not the photo's fault as far as anyone can tell (decode turns every decoding failure into a
+            # PhotoError): a FaceMesh graph error, memory.  Reported, not cached: the next run tries it again.
+            out.append((member, "unreadable", f"{type(exc).__name__}: {exc} (not kept in the landmark cache: "
+                        "the next run tries this photo again)", None, 0, 0, False, crc))
     if failed and archive is not None:
         _close_archive()  # a handle that failed is not kept: the next chunk opens the file afresh
     return out

@@ -347,6 +347,29 @@ def test_changed_photo_is_redone(photo_dir, tmp_path, monkeypatch):
     assert table["status"].tolist() == ["ok", "ok"]
 
 
+def test_an_error_that_is_not_the_photos_is_reported_and_tried_again(photo_dir, tmp_path, monkeypatch):
+    """A failure other than a bad photo (here FaceMesh's graph failing once) is reported on the photo's row, and
+    not kept in the cache: the next run extracts the photo again instead of serving the failure for good."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "astro_neutral_upright.jpg").write_bytes((photo_dir / "astro_neutral_upright.jpg").read_bytes())
+    real = ex.landmarks_from_bytes
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Graph has errors: Packet timestamp mismatch")
+
+    monkeypatch.setattr(ex, "landmarks_from_bytes", failing)
+    index = index_folder(folder, FolderSpec(PATTERN))
+    table, _ = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert table["status"].tolist() == ["unreadable"]
+    assert "Packet timestamp mismatch" in table["reason"][0] and "tries this photo again" in table["reason"][0]
+    monkeypatch.setattr(ex, "landmarks_from_bytes", real)
+    calls = _counting(monkeypatch)
+    table, lm = extract(index, workers=1, cache=tmp_path / "cache", progress=False)
+    assert len(calls) == 1 and table["status"].tolist() == ["ok"] and not table["from_cache"][0]
+    assert np.isfinite(lm[0]).all()
+
+
 def test_a_folder_copied_without_its_times_is_found_by_content(photo_dir, tmp_path, monkeypatch):
     """A copy that does not keep mtimes (cp without -p, a download, a new disk) misses the size-and-mtime
     key: each photo is then found by its own CRC, nothing is extracted again, and the next run hits directly.
