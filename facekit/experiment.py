@@ -172,7 +172,8 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     ``variants``: name → dict(protocol=Protocol, kind=..., model_config=..., train_config=...,
     linear_path=...).
     Returns one row per variant with test accuracy, balanced accuracy (95% CI by person),
-    AUC, anxious recall and false alarms on other emotions.  ``workers``: processes that
+    AUC, anxious recall, false alarms on other emotions, and the test photos and people it was measured on
+    (fewer under the personal-neutral protocol, which scores no one with fewer than two neutral photos).  ``workers``: processes that
     train the variants side by side (``None``: one per core), each with ``threads`` torch
     threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
     trains its folds: a variant gets the same data and seed wherever it runs, so with one thread
@@ -212,7 +213,8 @@ def _compare_one(name: str, v: dict, table: pd.DataFrame, landmarks: np.ndarray,
     return {"variant": name, "accuracy": rep["accuracy"], "balanced_accuracy": rep["balanced_accuracy"],
             "bal_acc_ci95": f"{ci[0]:.2f}–{ci[1]:.2f}", "auc": rep.get("auc"),
             "anxious_recall": rep["recall"].get("anxious"),
-            "false_alarm_other": rep.get("false_alarm_other"), "selected": fitted.selected}
+            "false_alarm_other": rep.get("false_alarm_other"), "test_photos": rep["n"],
+            "test_people": rep["n_test_people"], "selected": fitted.selected}
 
 
 def checkpoint_meta(data: Prepared, table: pd.DataFrame, role: np.ndarray, split_info: dict,

@@ -185,6 +185,30 @@ def test_compare_variants_on_one_split(dataset, split):
     assert out.loc["majority", "balanced_accuracy"] == 0.5
     for col in ("accuracy", "balanced_accuracy", "bal_acc_ci95", "auc", "anxious_recall", "false_alarm_other"):
         assert col in out.columns
+    test = role[prepare(table, landmarks, Protocol()).rows] == "test"
+    assert out["test_photos"].tolist() == [int(test.sum())] * 2
+
+
+def test_compare_says_on_how_many_test_photos_and_people(dataset, split):
+    """The personal-neutral protocol scores no one with fewer than two neutral photos: its row says it was
+    measured on fewer test photos and people than the plain one."""
+    table, landmarks = dataset
+    role, _ = split
+    table = table.copy()
+    plain = prepare(table, landmarks, Protocol())
+    someone = sorted(set(plain.groups[role[plain.rows] == "test"]))[0]
+    table.loc[(table["person"] == someone) & (table["photo_id"] == 0), "emotion"] = "슬픔"  # one neutral photo left
+    out = compare(table, landmarks, role, {"plain": {"kind": "majority"},
+                                          "personal": {"kind": "majority",
+                                                       "protocol": Protocol(calibration="personal-neutral")}},
+                  n_boot=20, progress=False)
+    for name, protocol in (("plain", Protocol()), ("personal", Protocol(calibration="personal-neutral"))):
+        data = prepare(table, landmarks, protocol)
+        test = role[data.rows] == "test"
+        assert out.loc[name, "test_photos"] == test.sum()
+        assert out.loc[name, "test_people"] == len(set(data.groups[test]))
+    assert out.loc["personal", "test_people"] == out.loc["plain", "test_people"] - 1
+    assert out.loc["personal", "test_photos"] < out.loc["plain", "test_photos"]
 
 
 def test_compare_in_worker_processes_gives_the_same_table(dataset, split):
