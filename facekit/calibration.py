@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The protocols: ``none`` (plain) and ``personal-neutral``.
+CALIBRATIONS = ("none", "personal-neutral")
+
 
 def personal_neutral(shapes: np.ndarray, persons, is_neutral) -> tuple[np.ndarray, np.ndarray]:
     """(delta shapes (N, 478, 3) float32, usable (N,) bool).

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .calibration import CALIBRATIONS
 from .labels import TASKS, task_classes
 from .measures import N_MEASURES, measures
 from .model import FusedMLP, ModelConfig, ResNetMLP
@@ -56,6 +57,10 @@ def save(path: Path | str, model: ResNetMLP, meta: dict) -> Path:
     missing = {"classes", "task", "normalization", "features"} - set(meta)
     if missing:
         raise ValueError(f"checkpoint meta lacks {sorted(missing)}")
+    meta = _plain(meta)
+    problems = _layout_problems({**meta, "model_config": model.config.to_dict()})
+    if problems:  # a file that every load() would refuse
+        raise ValueError(f"checkpoint meta does not fit the model or this kit: {'; '.join(problems)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": model.config.to_dict(), **meta}
@@ -64,6 +69,22 @@ def save(path: Path | str, model: ResNetMLP, meta: dict) -> Path:
     torch.save({"meta": full, "state_dict": state}, tmp)
     tmp.replace(path)
     return path
+
+
+def _plain(value, where: str = "meta"):
+    """``value`` with NumPy numbers and arrays as Python ones, checked to hold only what a safe load reads back
+    (``weights_only=True``: dicts, lists, tuples, strings, numbers, booleans, None): a NumPy threshold would
+    otherwise be pickled, and the file written would be refused by every later :func:`load`."""
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"checkpoint {where} is a {type(value).__name__}, which a safe load cannot read back: give it "
+                    "as numbers, strings, lists or dicts")
 
 
 def load(path: Path | str, expect: dict | None = None, device: str = "cpu") -> "Predictor":
@@ -174,6 +195,8 @@ def _layout_problems(meta: dict) -> list[str]:
         problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
     # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
     # list, so class names that are not the task's would label the outputs wrongly without any error
+    if meta.get("calibration", "none") not in CALIBRATIONS:
+        problems.append(f"calibration: file {meta.get('calibration')!r}, this kit knows {CALIBRATIONS}")
     task = meta["task"]
     if task not in TASKS:
         problems.append(f"task {task!r} with classes {classes}: this kit knows the tasks {TASKS}")

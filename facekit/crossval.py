@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate as ev
-from .calibration import personal_neutral
+from .calibration import CALIBRATIONS, personal_neutral
 from .checkpoint import features
 from .jobs import ResultStore, fold_workers, run_kept
 from .labels import EMOTIONS, apply_policy, encode_task, task_classes
@@ -32,7 +32,6 @@ from .selection import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, IDENTITY_WITH
 from .split import person_folds
 from .train import TrainConfig, mirrorable
 
-CALIBRATIONS = ("none", "personal-neutral")
 # --train-on: the classes an anxious-vs-rest model trains on (its own two, or every emotion present)
 TRAIN_ON = ("task", "emotions")
 # --extra-centre: how each extra training set is placed beside the data's training people before pooling

@@ -96,6 +96,28 @@ def test_incompatible_checkpoint_names_every_difference(saved):
     assert "features" not in msg  # only what differs
 
 
+def test_save_writes_numpy_numbers_as_plain_ones_and_refuses_what_load_would(faces, tmp_path):
+    """NumPy numbers in the meta (a threshold from np.quantile, counts from np.sum) are written as Python ones, so
+    the file loads safely; meta that load() would refuse, or cannot read back at all, is not written."""
+    settings = NormalizeSettings("kit", align=True)
+    model = _trained(faces, settings, "xyz")
+    meta = _meta(settings, "xyz", threshold=np.float64(0.4), metrics={"n": np.int64(7), "recall": np.array([0.5, 1])})
+    predictor = load(save(tmp_path / "numpy.pt", model, meta))
+    assert predictor.threshold == 0.4 and predictor.meta["metrics"] == {"n": 7, "recall": [0.5, 1.0]}
+    assert type(predictor.meta["metrics"]["n"]) is int
+    with pytest.raises(TypeError, match=r"meta\['metrics'\]\['when'\] is a PosixPath"):
+        save(tmp_path / "bad.pt", model, {**meta, "metrics": {"when": tmp_path}})
+    with pytest.raises(ValueError, match="calibration: file 'personal'"):
+        save(tmp_path / "bad.pt", model, {**meta, "calibration": "personal"})
+    assert not (tmp_path / "bad.pt").exists()
+    # a file whose calibration this kit does not know is refused on load too, not read as the plain protocol
+    blob = torch.load(tmp_path / "numpy.pt", weights_only=True)
+    blob["meta"]["calibration"] = "personal"
+    torch.save(blob, tmp_path / "typo.pt")
+    with pytest.raises(CheckpointError, match="calibration: file 'personal'"):
+        load(tmp_path / "typo.pt")
+
+
 def test_other_normalisation_version_is_refused(faces, tmp_path):
     settings = NormalizeSettings("kit", align=True)
     meta = _meta(settings, "xyz")

@@ -167,10 +167,15 @@ def test_checkpoint_round_trip_on_measures(dataset, tmp_path):
     from facekit.train import predict_proba
 
     np.testing.assert_allclose(predictor.predict_landmarks(landmarks[:5]), predict_proba(model, x[:5]), atol=1e-5)
-    # a coordinate model's file that claims to take measures is refused, naming the difference
-    wrong = save(tmp_path / "wrong.pt", model, {**meta, "features": "xyz"})
+    # a measures model's file that claims to take coordinates is not written, and where one was made anyway it is
+    # refused, each naming the difference
     with pytest.raises(ValueError, match="feature layout: the model takes 16 numbers per face"):
-        load(wrong)
+        save(tmp_path / "wrong.pt", model, {**meta, "features": "xyz"})
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    blob["meta"]["features"] = "xyz"
+    torch.save(blob, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="feature layout: the model takes 16 numbers per face"):
+        load(tmp_path / "wrong.pt")
 
 
 def test_training_does_not_add_mirror_images_of_measures(dataset):
