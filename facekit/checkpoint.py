@@ -23,7 +23,7 @@ import torch
 
 from .calibration import CALIBRATIONS
 from .labels import TASKS, task_classes
-from .measures import N_MEASURES, measures
+from .measures import MEASURES_NEED_ALIGNMENT, N_MEASURES, measurable, measures
 from .model import FusedMLP, ModelConfig, ResNetMLP
 from .normalize import MODES, NORMALISATION_VERSION, NormalizeSettings, normalize
 
@@ -195,6 +195,8 @@ def _layout_problems(meta: dict) -> list[str]:
         problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
     # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
     # list, so class names that are not the task's would label the outputs wrongly without any error
+    if kind == "measures" and mode in MODES and not measurable(mode, meta["normalization"].get("align", False)):
+        problems.append(f"features 'measures' with normalization {meta['normalization']}: {MEASURES_NEED_ALIGNMENT}")
     if meta.get("calibration", "none") not in CALIBRATIONS:
         problems.append(f"calibration: file {meta.get('calibration')!r}, this kit knows {CALIBRATIONS}")
     task = meta["task"]

@@ -104,12 +104,15 @@ def cmd_extract(args) -> int:
 
 
 def cmd_crossval(args) -> int:
+    from .measures import MEASURES_NEED_ALIGNMENT
     from .selection import IDENTITY_WITH_EXTRA, _identity_grid
 
     if args.extra_centre != "none" and not args.extra_train:
         raise ValueError(f"--extra-centre {args.extra_centre} places the --extra-train data sets; give one or more")
     if any(_identity_grid(args.identity_dims)) and args.extra_train:  # now, not after extracting the landmarks
         raise ValueError(IDENTITY_WITH_EXTRA)
+    if args.features == "measures" and (args.normalization != "kit" or args.no_align):  # now, likewise
+        raise ValueError(MEASURES_NEED_ALIGNMENT)
     if args.features == "measures" and args.mirror == "on":  # now, not after extracting the landmarks
         raise ValueError("--mirror on adds mirrored copies of the training faces; the expression measures (--features "
                          "measures) of a face and of its mirror image are the same: leave --mirror out")

@@ -24,6 +24,7 @@ from .calibration import CALIBRATIONS, personal_neutral
 from .checkpoint import features
 from .jobs import ResultStore, fold_workers, run_kept
 from .labels import EMOTIONS, apply_policy, encode_task, task_classes
+from .measures import MEASURES_NEED_ALIGNMENT, measurable
 from .model import ModelConfig
 from .normalize import NormalizeSettings, normalize
 from .selection import (DEFAULT_LINEAR_PATH, DEFAULT_MODEL_CONFIG, IDENTITY_WITH_EXTRA, MIN_PER_CLASS_FOR_THRESHOLD,
@@ -54,6 +55,10 @@ class Protocol:
     normalization: NormalizeSettings = field(default_factory=lambda: NormalizeSettings("kit", align=True))
     features: str = "xyz"
     calibration: str = "none"
+
+    def __post_init__(self):
+        if self.features == "measures" and not measurable(self.normalization.mode, self.normalization.align):
+            raise ValueError(MEASURES_NEED_ALIGNMENT)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -50,6 +50,15 @@ MEASURES = {
     "nostril_width": "between the nostril wings (AU9, AU38)",
 }
 N_MEASURES = len(MEASURES)
+MEASURES_NEED_ALIGNMENT = (
+    "the expression measures are heights and widths on the aligned face (kit normalisation with rotation "
+    "alignment): unaligned, a tilted head changes them; in seed mode the photo's sides stretch them. Use kit "
+    "normalisation with alignment (leave out --no-align and --normalization seed; ALIGN = True in the notebooks)")
+
+
+def measurable(mode: str, align: bool) -> bool:
+    """Whether faces normalised this way can be measured: ``kit`` mode, aligned."""
+    return mode == "kit" and bool(align)
 
 
 def measures(shapes: np.ndarray) -> np.ndarray:

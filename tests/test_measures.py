@@ -12,7 +12,7 @@ from facekit import measures as fm
 from facekit import synthetic
 from facekit.checkpoint import N_FEATURES, features, load, normalization_meta, save
 from facekit.crossval import Protocol, crossval, prepare
-from facekit.model import ModelConfig
+from facekit.model import ModelConfig, ResNetMLP
 from facekit.normalize import NormalizeSettings, canonical_face, mirror, mirror_index, normalize
 from facekit.train import TrainConfig, fit
 
@@ -203,3 +203,23 @@ def test_cli_crossval_on_jaffe_measures(jaffe_root, tmp_path, capsys):
     refused = tmp_path / "refused.json"
     assert cli.main(["crossval", str(jaffe_root), "--features", "measures", "--mirror", "on", "--out", str(refused)]) == 2
     assert "leave --mirror out" in capsys.readouterr().err and not refused.exists()
+    for unaligned in (["--no-align"], ["--normalization", "seed"]):
+        assert cli.main(["crossval", str(jaffe_root), "--features", "measures", *unaligned, "--out", str(refused)]) == 2
+        assert "aligned face" in capsys.readouterr().err and not refused.exists()
+
+
+@pytest.mark.parametrize("settings", [NormalizeSettings("kit", align=False), NormalizeSettings("seed")],
+                         ids=["kit-unaligned", "seed"])
+def test_measures_need_the_aligned_face(dataset, settings, tmp_path):
+    """The measures are heights and widths in the aligned face's frame: a protocol or a checkpoint that would take
+    them from unaligned (or seed-mode) faces is refused, saying what to use."""
+    table, landmarks = dataset
+    with pytest.raises(ValueError, match="kit normalisation with alignment"):
+        Protocol(features="measures", normalization=settings)
+    model = ResNetMLP(ModelConfig(n_features=16, hidden=8, blocks=1))
+    meta = {"task": "binary", "classes": ["neutral", "anxious"], "features": "measures",
+            "normalization": normalization_meta(settings)}
+    with pytest.raises(ValueError, match="kit normalisation with alignment"):
+        save(tmp_path / "m.pt", model, meta)
+    assert not (tmp_path / "m.pt").exists()
+    Protocol(features="xyz", normalization=settings)  # the coordinates may be taken either way
