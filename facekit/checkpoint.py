@@ -271,7 +271,10 @@ class Predictor:
         """What a user (or ``GET /model``) needs to know about this model."""
         keys = ("task", "classes", "normalization", "features", "threshold", "calibration", "training_data",
                 "metrics", "model_config", "created")
-        return {k: self.meta[k] for k in keys if k in self.meta}
+        out = {k: self.meta[k] for k in keys if k in self.meta}
+        if isinstance(out.get("training_data"), dict):  # whom it saw, as digests for experiment.check_unseen: noise here
+            out["training_data"] = {k: v for k, v in out["training_data"].items() if k != "people_seen"}
+        return out
 
 
 def model_config_from(meta: dict) -> ModelConfig:

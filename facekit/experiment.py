@@ -8,6 +8,8 @@ used once, for the reported numbers.
 """
 from __future__ import annotations
 
+import hashlib
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -221,15 +223,43 @@ def checkpoint_meta(data: Prepared, table: pd.DataFrame, role: np.ndarray, split
                     fitted: Fitted, train_config: TrainConfig, source: str) -> dict:
     """Everything a checkpoint must carry to be used and understood later."""
     tr = role[data.rows] == "train"
+    seen = {r: people_digests(table.loc[role == r, "person"]) for r in ("train", "val")}
     return {
         "task": data.protocol.task, "classes": list(data.classes),
         "normalization": normalization_meta(data.protocol.normalization), "features": data.protocol.features,
         "calibration": data.protocol.calibration, "threshold": fitted.threshold,
         "training_data": {"source": source, "label_policy": data.protocol.policy, "split": split_info,
                           "train_photos": int(tr.sum()), "train_people": int(len(np.unique(data.groups[tr]))),
-                          "per_class_train": {c: int((data.y[tr] == i).sum()) for i, c in enumerate(data.classes)}},
+                          "per_class_train": {c: int((data.y[tr] == i).sum()) for i, c in enumerate(data.classes)},
+                          "people_seen": seen},
         "train_config": train_config.to_dict(),
         "metrics": {"validation": {k: v for k, v in fitted.val_report.items() if k != "confusion"},
                     "selected": fitted.selected},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def people_digests(persons) -> list[str]:
+    """Sorted short digests (12 hex digits of SHA-1) of the distinct person ids: what a checkpoint keeps of the
+    people it was trained and validated on, enough to recognise them and no more."""
+    return sorted({hashlib.sha1(str(p).encode()).hexdigest()[:12] for p in pd.Series(persons).dropna()})
+
+
+def check_unseen(meta: dict, table: pd.DataFrame, role: np.ndarray, what: str = "the checkpoint") -> None:
+    """A ``ValueError`` where any of this split's test people trained or validated the checkpoint (``meta``, as
+    :func:`checkpoint_meta` wrote it): its test numbers would not be of people it never saw.  That happens when
+    notebooks 03 and 04 ran on other data, sample or seed.  A checkpoint that does not say whom it saw (one
+    written before 2026-12-07) gets a warning, since it cannot be checked."""
+    seen = (meta.get("training_data") or {}).get("people_seen")
+    if not seen:
+        warnings.warn(f"{what} does not say which people it was trained on, so nobody can check that this split's "
+                      "test people are new to it; retrain it with notebook 03 to make the check", stacklevel=2)
+        return
+    test = people_digests(table.loc[role == "test", "person"])
+    for r, name in (("train", "trained"), ("val", "validated")):
+        shared = set(test) & set(seen.get(r, []))
+        if shared:
+            raise ValueError(f"{len(shared)} of the {len(test)} test people of this split {name} {what}, so its "
+                             "test numbers would not be of unseen people: notebooks 03 and 04 ran on other data, "
+                             "sample or seed (DATA, PER_ZIP, SEED, FACEKIT_SMOKE). Run notebook 03 again with "
+                             "this notebook's parameters, or give the parameters it ran with here")

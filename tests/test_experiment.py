@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_limits
 from facekit import synthetic
 from facekit.checkpoint import load, normalization_meta, save
 from facekit.crossval import Protocol, prepare
-from facekit.experiment import checkpoint_meta, compare, evaluate_on_split, fit_on_split, public, roles_for
+from facekit.experiment import (check_unseen, checkpoint_meta, compare, evaluate_on_split, fit_on_split, people_digests,
+                                public, roles_for)
 from facekit.index import shared_people
 from facekit.model import ModelConfig
 from facekit.train import TrainConfig
@@ -138,6 +139,23 @@ def test_fitted_linear_path_on_a_split(data, split, fitted):
         fit_on_split(data, role, "resnet-mlp", MC, tc, linear_path="frozen")
 
 
+def test_check_unseen_refuses_a_checkpoint_that_saw_the_test_people(dataset, data, split, fitted):
+    """Notebook 04 recomputes notebook 03's split: where they ran with other parameters, some of its test people
+    trained the checkpoint, and its test numbers are refused instead of reported as of unseen people."""
+    table, _ = dataset
+    role, info = split
+    meta = checkpoint_meta(data, table, role, info, fitted["resnet-mlp"], TC, source="synthetic")
+    check_unseen(meta, table, role)  # the same split: nobody seen
+    other = table.assign(split=None)  # the folders forgotten: a random split by person, with other test people
+    other_role, _ = roles_for(other, seed=3)
+    with pytest.raises(ValueError, match="test people of this split (trained|validated) the checkpoint") as err:
+        check_unseen(meta, other, other_role)
+    assert "Run notebook 03 again" in str(err.value)
+    old = {**meta, "training_data": {k: v for k, v in meta["training_data"].items() if k != "people_seen"}}
+    with pytest.warns(UserWarning, match="does not say which people"):
+        check_unseen(old, table, role)
+
+
 def test_unknown_kind(data, split):
     with pytest.raises(ValueError, match="unknown model kind"):
         fit_on_split(data, split[0], "svm")
@@ -161,6 +179,9 @@ def test_checkpoint_meta_round_trip(dataset, data, split, fitted, tmp_path):
     assert meta["metrics"]["validation"]["balanced_accuracy"] == fit.val_report["balanced_accuracy"]
     assert meta["metrics"]["selected"] == fit.selected and meta["train_config"]["epochs"] == TC.epochs
     json.dumps(meta)
+    # whom it saw, as digests: this split's training and validation people, none of its test people
+    assert td["people_seen"] == {r: people_digests(table.loc[role == r, "person"]) for r in ("train", "val")}
+    assert len(td["people_seen"]["train"]) == info["train_people"] and str(table["person"][0]) not in json.dumps(td)
     # the checkpoint loads safely and predicts what the fitted model predicts
     path = save(tmp_path / "model.pt", fit.model, meta)
     predictor = load(path, expect={"task": "binary", "normalization": meta["normalization"], "features": "xyz"})
