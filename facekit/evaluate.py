@@ -79,7 +79,10 @@ def classification_report(y: np.ndarray, prob: np.ndarray, classes: tuple[str, .
         try:
             cols = [c for c in labels if c in present]
             pr = prob[:, cols] / prob[:, cols].sum(1, keepdims=True)
-            out["auc"] = float(skm.roc_auc_score(y, pr, multi_class="ovr", average="macro", labels=cols))
+            if len(cols) == 2:  # scikit-learn's one-vs-rest wants three classes; with two it is the binary AUC
+                out["auc"] = float(skm.roc_auc_score(y == cols[1], pr[:, 1]))
+            else:
+                out["auc"] = float(skm.roc_auc_score(y, pr, multi_class="ovr", average="macro", labels=cols))
         except ValueError:
             out["auc"] = float("nan")
     return out

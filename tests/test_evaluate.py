@@ -64,6 +64,20 @@ def test_three_class_report_matches_sklearn():
     assert ev.classification_report(y, prob, classes, 0.9)["accuracy"] == rep["accuracy"]
 
 
+def test_multiclass_report_with_two_classes_present_has_their_auc():
+    """A 7-class model tested on people with only two of the emotions: the AUC of those two, as one-vs-rest
+    averaged over them would give (each the same binary AUC), not NaN."""
+    rng = np.random.default_rng(5)
+    y = np.array([0, 2] * 10)
+    prob = rng.dirichlet([1, 1, 1], size=len(y))
+    prob[np.arange(len(y)), y] += rng.uniform(0, 0.6, len(y))
+    prob /= prob.sum(1, keepdims=True)
+    rep = ev.classification_report(y, prob, ("neutral", "anxious", "happy"))
+    two = prob[:, [0, 2]] / prob[:, [0, 2]].sum(1, keepdims=True)
+    assert rep["auc"] == pytest.approx(skm.roc_auc_score(y == 2, two[:, 1]))
+    assert rep["auc"] == pytest.approx(np.mean([skm.roc_auc_score(y == c, two[:, i]) for i, c in enumerate((0, 2))]))
+
+
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_binary_report_with_one_class_present_has_no_auc():
     rep = ev.classification_report(np.zeros(4, int), PROB2[:4], ("neutral", "anxious"))
