@@ -20,7 +20,7 @@ import sys
 import unicodedata
 import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -217,7 +217,8 @@ def index_aihub(root: Path | str) -> pd.DataFrame:
                 row["problem"] = "name does not follow the AI Hub pattern (no person or emotion)"
             else:
                 row.update(fields)
-            rec = labels[z.split].get(name)
+            # the label JSON names photos by file name alone: a ZIP that keeps them in a folder still matches
+            rec = labels[z.split].get(name) or labels[z.split].get(PurePosixPath(name).name)
             row["labelled"] = rec is not None
             if rec is not None:
                 row["is_prof"] = rec.get("isProf")

@@ -116,6 +116,18 @@ def test_recovered_names_are_nfc_korean_and_open_the_member(tiny):
             assert zf.getinfo(row.member).CRC == row.crc
 
 
+def test_members_kept_in_a_folder_get_their_labels(tmp_path):
+    """The label JSON names a photo by its file name alone: an image ZIP that keeps its photos in a folder (as a
+    re-zipped copy of the download may) still gets every label, vote and box."""
+    jpeg = b"\xff\xd8\xff\xe0 not decoded by the index"
+    write_zip(tmp_path / "Training" / "[원천]EMOIMG_불안_TRAIN_01.zip", {f"EMOIMG_불안_TRAIN_01/{A_ANX}": jpeg})
+    _label_zip(tmp_path / "Training" / "[라벨]EMOIMG_불안_TRAIN.zip", "img_emotion_training_data(불안).json", [A_ANX],
+               "utf-8")
+    row = index_aihub(tmp_path).iloc[0]
+    assert row["name"] == f"EMOIMG_불안_TRAIN_01/{A_ANX}" and row["person"] == HASH_A
+    assert row["labelled"] and (row["annot_A"], row["annot_B"], row["annot_C"]) == VOTES[A_ANX]
+
+
 def test_name_fields_are_parsed(tiny):
     """Person, gender, age, uploader emotion, background (with & and parentheses), time and ext."""
     a = _row(tiny, A_ANX)
