@@ -5,10 +5,10 @@ same person's neutral photos, never the photo itself.  Every scored photo's refe
 of them, n − 1 of the person's n: a neutral photo's reference is all the others, any other photo's all but one.
 Equal sizes matter: a mean of n photos is steadier than a mean of n − 1, so a reference of all n for the
 non-neutral photos would let the size of the difference alone tell them from the neutral ones, with no
-expression in it (TRAINING_DETAIL section 2, item 6).  A person with fewer than two neutral photos has no photo scored
-(counted as uncalibrated).  This is a different protocol from the plain one, answering a different question
-("given a few neutral photos of this person, is this one anxious?"); it is always reported beside the plain
-protocol, never instead of it.  The live demo's Calibrate button is the same idea.
+expression in it (TRAINING_DETAIL section 2, item 6).  A person with fewer than two neutral photos has no photo
+scored (counted as uncalibrated).  This is a different protocol from the plain one, answering a different
+question ("given a few neutral photos of this person, is this one anxious?"); it is always reported beside the
+plain protocol, never instead of it.  The live demo's Calibrate button is the same idea.
 """
 from __future__ import annotations
 

@@ -193,12 +193,12 @@ def _layout_problems(meta: dict) -> list[str]:
                         f"{kind!r} give {N_FEATURES[kind]}")
     if isinstance(config, dict) and isinstance(classes, list) and config.get("n_classes") != len(classes):
         problems.append(f"classes: the model has {config.get('n_classes')} outputs for {len(classes)} class names")
-    # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
-    # list, so class names that are not the task's would label the outputs wrongly without any error
     if kind == "measures" and mode in MODES and not measurable(mode, meta["normalization"].get("align", False)):
         problems.append(f"features 'measures' with normalization {meta['normalization']}: {MEASURES_NEED_ALIGNMENT}")
     if meta.get("calibration", "none") not in CALIBRATIONS:
         problems.append(f"calibration: file {meta.get('calibration')!r}, this kit knows {CALIBRATIONS}")
+    # thresholds and metrics read the positive class by position (prob[:, 1]) and reports name outputs by this
+    # list, so class names that are not the task's would label the outputs wrongly without any error
     task = meta["task"]
     if task not in TASKS:
         problems.append(f"task {task!r} with classes {classes}: this kit knows the tasks {TASKS}")
@@ -272,7 +272,7 @@ class Predictor:
         keys = ("task", "classes", "normalization", "features", "threshold", "calibration", "training_data",
                 "metrics", "model_config", "created")
         out = {k: self.meta[k] for k in keys if k in self.meta}
-        if isinstance(out.get("training_data"), dict):  # whom it saw, as digests for experiment.check_unseen: noise here
+        if isinstance(out.get("training_data"), dict):  # whom it saw (digests, for experiment.check_unseen): noise here
             out["training_data"] = {k: v for k, v in out["training_data"].items() if k != "people_seen"}
         return out
 

@@ -175,9 +175,9 @@ def compare(table: pd.DataFrame, landmarks: np.ndarray, role: np.ndarray, varian
     linear_path=...).
     Returns one row per variant with test accuracy, balanced accuracy (95% CI by person),
     AUC, anxious recall, false alarms on other emotions, and the test photos and people it was measured on
-    (fewer under the personal-neutral protocol, which scores no one with fewer than two neutral photos).  ``workers``: processes that
-    train the variants side by side (``None``: one per core), each with ``threads`` torch
-    threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
+    (fewer under the personal-neutral protocol, which scores no one with fewer than two neutral photos).
+    ``workers``: processes that train the variants side by side (``None``: one per core), each with
+    ``threads`` torch threads (default: this process's divided among them), as :func:`facekit.crossval.crossval`
     trains its folds: a variant gets the same data and seed wherever it runs, so with one thread
     each the table is the one-process table under one thread.  ``store``: a folder that keeps each
     variant's row as it finishes (:class:`facekit.jobs.ResultStore`), so that the same call after an

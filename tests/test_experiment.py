@@ -12,8 +12,8 @@ from threadpoolctl import threadpool_limits
 from facekit import synthetic
 from facekit.checkpoint import load, normalization_meta, save
 from facekit.crossval import Protocol, prepare
-from facekit.experiment import (check_unseen, checkpoint_meta, compare, evaluate_on_split, fit_on_split, people_digests,
-                                public, roles_for)
+from facekit.experiment import (check_unseen, checkpoint_meta, compare, evaluate_on_split, fit_on_split,
+                                people_digests, public, roles_for)
 from facekit.index import shared_people
 from facekit.model import ModelConfig
 from facekit.train import TrainConfig
